@@ -1,0 +1,186 @@
+"""Memory and FLOP estimates of a sweep, made before anything is allocated.
+
+The engine trains all configurations of one rank together; when they do not fit in
+the memory budget, they are split into chunks. The FLOP count here repeats, product
+by product, what the engine runs (the tests check both against torch's own counter).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+import torch
+
+from .config import SweepConfig
+
+__all__ = [
+    "Plan",
+    "PlanError",
+    "available_memory",
+    "count_model_flops",
+    "format_bytes",
+    "make_plan",
+    "measure_matmul_rate",
+]
+
+# Share of the free memory a sweep may plan to use when --max-memory is not given.
+_FREE_MEMORY_SHARE = 0.8
+
+
+class PlanError(ValueError):
+    """A sweep that cannot fit in memory; the message gives the estimate and a way out."""
+
+
+def format_bytes(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(count) < 1024 or unit == "TiB":
+            return f"{count:.1f} {unit}" if unit != "B" else f"{int(count)} B"
+        count /= 1024
+    raise AssertionError("unreachable")
+
+
+def available_memory(device: torch.device) -> int:
+    """Return the bytes free on ``device`` now (host memory for the CPU)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    # NOTE: outside Linux the free memory is unknown; assume half of the physical memory.
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+
+
+def _element_size(config: SweepConfig) -> int:
+    return 8 if config.dtype == "float64" else 4
+
+
+def shared_bytes(config: SweepConfig) -> int:
+    """Bytes held for the whole sweep: base weights, data, probes and the drawn A rows."""
+    d, b, seeds, depth = config.width, config.batch, config.seeds, config.depth
+    elements = depth * d * d  # frozen weights
+    elements += 3 * seeds * config.steps * b * d  # inputs, targets, first-layer base outputs
+    elements += 3 * depth * seeds * b * d  # probes
+    elements += seeds * depth * max(config.ranks) * d  # A rows, every rank's A is a prefix
+    return elements * _element_size(config)
+
+
+def bytes_per_configuration(config: SweepConfig, rank: int) -> int:
+    """Bytes one configuration of ``rank`` needs while it trains."""
+    d, b, depth = config.width, config.batch, config.depth
+    parameters = 2 * depth * rank * d
+    if config.optimizer in ("adam", "adamw"):
+        elements = parameters * 4  # parameters, gradients, two moment estimates
+    elif config.optimizer == "signsgd":
+        elements = parameters + 2 * rank * d  # one layer's gradients at a time
+    else:
+        elements = parameters  # SGD updates in place from the batch factors
+    elements += depth * (8 * b * d + 4 * b * rank)  # activations and backward temporaries
+    elements += 2 * rank * d  # the host-side stack of A before it moves to the device
+    return elements * _element_size(config)
+
+
+def count_model_flops(config: SweepConfig) -> int:
+    """Count the FLOPs of every matrix product of the sweep (2 m n k each).
+
+    The count does not depend on how configurations are chunked: every product is
+    batched over configurations, so its FLOPs add up the same.
+    """
+    d, b, seeds, depth, steps = config.width, config.batch, config.seeds, config.depth, config.steps
+    configurations = len(config.scalings) * seeds
+
+    # Probes: forward and backward of the base network on the first batch, then u = (V V^T) X.
+    total = 2 * seeds * b * d * d * depth + 2 * seeds * b * d * d * (depth - 1) + 4 * seeds * b * b * d * depth
+    total += 2 * seeds * steps * b * d * d  # the first layer's base output, shared by all configurations
+
+    for rank in config.ranks:
+        r = rank
+        per_step = 0
+        for layer in range(depth):
+            per_step += 10 * b * d * r + 4 * b * b * (d + r)  # adapter forward, backward, Grams, update
+            if layer > 0:
+                per_step += 4 * b * d * d + 2 * b * d * r  # base forward and backward, gradient through A
+        probe_measurements = config.coord_steps + 1
+        total += configurations * (steps * per_step + probe_measurements * depth * 8 * b * d * r)
+    return total
+
+
+@dataclass
+class Plan:
+    """How a sweep will run: chunk sizes per rank, estimated peak memory and FLOPs."""
+
+    chunk_sizes: dict[int, int]  # rank -> configurations trained together
+    configurations: int  # scaling rules x replicas, per rank
+    peak_bytes: int
+    budget_bytes: int
+    model_flops: int
+
+    @property
+    def groups(self) -> int:
+        return sum(-(-self.configurations // size) for size in self.chunk_sizes.values())
+
+
+def make_plan(config: SweepConfig, device: torch.device) -> Plan:
+    """Size the chunks to the memory budget, or raise PlanError if one configuration cannot fit."""
+    budget = config.max_memory_bytes
+    if budget is None:
+        budget = int(available_memory(device) * _FREE_MEMORY_SHARE)
+    configurations = len(config.scalings) * config.seeds
+    shared = shared_bytes(config)
+
+    chunk_sizes, peak = {}, shared
+    for rank in config.ranks:
+        per_configuration = bytes_per_configuration(config, rank)
+        fits = (budget - shared) // per_configuration
+        if fits < 1:
+            needed = shared + per_configuration
+            raise PlanError(
+                f"the sweep needs about {format_bytes(needed)} at rank {rank} (width {config.width}, "
+                f"{config.optimizer}), but the budget is {format_bytes(budget)}; lower the largest rank "
+                f"and --width, use --optimizer sgd, or raise --max-memory if more memory is free"
+            )
+        chunk_sizes[rank] = int(min(configurations, fits))
+        peak = max(peak, shared + chunk_sizes[rank] * per_configuration)
+
+    return Plan(chunk_sizes, configurations, peak, budget, count_model_flops(config))
+
+
+def measure_matmul_rate(config: SweepConfig, device: torch.device, seconds: float = 0.5) -> float:
+    """Time the sweep's two main products on ``device`` and return their FLOP/s.
+
+    The products are the adapter's batched (C, b, d) x (C, d, r) at the largest rank
+    and the base layer's (C b, d) x (d, d), with C the configurations of one rank.
+    """
+    dtype = torch.float64 if config.dtype == "float64" else torch.float32
+    count = len(config.scalings) * config.seeds
+    rank, width, batch = max(config.ranks), config.width, config.batch
+    generator = torch.Generator(device="cpu").manual_seed(0)
+    adapter = torch.randn(count, rank, width, generator=generator, dtype=dtype).to(device)
+    hidden = torch.randn(count, batch, width, generator=generator, dtype=dtype).to(device)
+    weight = torch.randn(width, width, generator=generator, dtype=dtype).to(device)
+    flops_per_round = 2 * count * batch * width * rank + 2 * count * batch * width * width
+
+    def one_round():
+        torch.bmm(hidden, adapter.transpose(1, 2))
+        hidden.reshape(count * batch, width) @ weight.T
+
+    def synchronise():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    one_round()  # warm-up: first-call allocations and kernel selection
+    synchronise()
+    rounds, started = 0, time.perf_counter()
+    while True:
+        one_round()
+        rounds += 1
+        synchronise()
+        elapsed = time.perf_counter() - started
+        if elapsed >= seconds:
+            return rounds * flops_per_round / elapsed
