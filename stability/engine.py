@@ -24,7 +24,7 @@ from .config import SweepConfig
 from .metrics import COORDINATE_METRICS
 from .model import Task, activation_functions
 
-__all__ = ["FlopCounter", "GroupResult", "Probes", "SweepState", "compute_probes", "run_group"]
+__all__ = ["FlopCounter", "GroupResult", "Probes", "SweepState", "compute_probes", "probe_metrics", "run_group"]
 
 logger = logging.getLogger(__name__)
 
@@ -125,21 +125,37 @@ class GroupResult:
     diverged_at: torch.Tensor  # (C,) first step with a non-finite loss, -1 if none
 
 
+def probe_metrics(flops: FlopCounter, A, B, gammas, x, v, u) -> dict[str, torch.Tensor]:
+    """Return the coordinate metrics (each (C,)) of adapters gamma B A on a probe batch.
+
+    A is (C, r, d_in), B (C, d_out, r), gammas (C, 1, 1); x (C, b, d_in) are the probe
+    inputs, v (C, b, d_out) the output gradients, u (C, b, d_in) the coherent directions.
+    """
+    outputs = flops.bmm(flops.bmm(x, A.transpose(1, 2)), B.transpose(1, 2)) * gammas  # (C, b, d_out)
+    grads = flops.bmm(flops.bmm(v, B), A) * gammas  # (C, b, d_in): gamma A^T B^T v_m
+    coefficient = (grads * u).sum(dim=(1, 2)) / (u * u).sum(dim=(1, 2))  # (C,)
+    return {
+        "activation": outputs.pow(2).mean(dim=(1, 2)).sqrt(),
+        "input_gradient_rms": grads.pow(2).mean(dim=(1, 2)).sqrt(),
+        "input_gradient": coefficient.abs() * u.pow(2).mean(dim=(1, 2)).sqrt(),
+    }
+
+
 def _measure_probes(state: SweepState, A, B, gammas, seed_index, out: dict[str, torch.Tensor], step: int) -> None:
     """Write the coordinate metrics of the current adapters into ``out[name][:, step, layer]``."""
-    flops = state.flops
+    probes = state.probes
     for layer in range(len(A)):
-        x = state.probes.inputs[layer][seed_index]  # (C, b, d)
-        v = state.probes.output_grads[layer][seed_index]  # (C, b, d)
-        u = state.probes.directions[layer][seed_index]  # (C, b, d)
-
-        outputs = flops.bmm(flops.bmm(x, A[layer].transpose(1, 2)), B[layer].transpose(1, 2)) * gammas  # (C, b, d)
-        grads = flops.bmm(flops.bmm(v, B[layer]), A[layer]) * gammas  # (C, b, d)
-        coefficient = (grads * u).sum(dim=(1, 2)) / (u * u).sum(dim=(1, 2))  # (C,)
-
-        out["activation"][:, step, layer] = outputs.pow(2).mean(dim=(1, 2)).sqrt()
-        out["input_gradient_rms"][:, step, layer] = grads.pow(2).mean(dim=(1, 2)).sqrt()
-        out["input_gradient"][:, step, layer] = coefficient.abs() * u.pow(2).mean(dim=(1, 2)).sqrt()
+        values = probe_metrics(
+            state.flops,
+            A[layer],
+            B[layer],
+            gammas,
+            probes.inputs[layer][seed_index],
+            probes.output_grads[layer][seed_index],
+            probes.directions[layer][seed_index],
+        )
+        for name, value in values.items():
+            out[name][:, step, layer] = value
 
 
 def _make_optimizer(config: SweepConfig, parameters: list[torch.Tensor]):

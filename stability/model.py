@@ -29,7 +29,6 @@ __all__ = [
     "draw_adapter_init",
     "draw_adapter_rows",
     "draw_task",
-    "init_moments",
     "make_generator",
 ]
 
@@ -45,20 +44,13 @@ def make_generator(*key: int) -> torch.Generator:
     return generator
 
 
-def init_moments(init: str, fan_in: int) -> tuple[float, float]:
-    """Return (sigma2, mu4), the variance and fourth moment of A's entries.
-
-    All three inits have variance 1/(3 fan_in), the variance of HF PEFT's default
-    ``kaiming_uniform_(A, a=sqrt(5))``, which is U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
-    Uniform on +-a has mu4 = a^4/5 = 9 sigma2^2/5, Gaussian 3 sigma2^2, Rademacher sigma2^2.
-    """
-    sigma2 = 1.0 / (3.0 * fan_in)
-    ratio = {"uniform": 9.0 / 5.0, "gaussian": 3.0, "rademacher": 1.0}[init]
-    return sigma2, ratio * sigma2**2
-
-
 def draw_adapter_init(init: str, rows: int, fan_in: int, generator: torch.Generator) -> torch.Tensor:
-    """Draw A (rows x fan_in) in float64 with iid entries of variance 1/(3 fan_in)."""
+    """Draw A (rows x fan_in) in float64 with iid entries of variance 1/(3 fan_in).
+
+    That is the variance of HF PEFT's default ``kaiming_uniform_(A, a=sqrt(5))``, which
+    is U(-1/sqrt(fan_in), 1/sqrt(fan_in)); ``proofs.numeric.init_moments`` gives the
+    fourth moments the theory uses.
+    """
     bound = 1.0 / math.sqrt(fan_in)
     if init == "uniform":
         return (torch.rand(rows, fan_in, generator=generator, dtype=torch.float64) * 2.0 - 1.0) * bound
