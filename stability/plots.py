@@ -127,7 +127,7 @@ def learning_curves(result: SweepResult, folder: Path) -> list[str]:
         axis.set_xlabel("step")
     axes[0][0].set_ylabel(f"training loss ({window}-step mean)")
     axes[0][-1].legend(fontsize=6, ncol=2)
-    figure.suptitle(f"Learning curves per rank ({config.optimizer}, lr {config.learning_rate:g}); x: diverged")
+    figure.suptitle(f"Learning curves per rank ({config.optimizer}, lr {config.learning_rate:g}); x: diverged", y=1.04)
     return _save(figure, folder, "learning_curves")
 
 

@@ -11,7 +11,7 @@ import numpy as np
 from .analysis import Analysis
 from .environment import environment_info
 from .files import atomic_write_json, atomic_write_text
-from .metrics import COORDINATE_METRICS, METRICS
+from .metrics import COORDINATE_METRICS
 from .sweep import SweepResult
 from .theory import Theory, theory_optimizer
 
@@ -144,8 +144,14 @@ def format_table(result: SweepResult, analysis: Analysis) -> str:
         theory = ["  theory", ""]
         for metric, _ in TABLE_METRICS:
             fit = fits.get((rule.name, metric))
-            reference = None if fit is None else (fit.exact_slope if fit.exact_slope is not None else fit.theory_slope)
-            theory.append("" if reference is None else f"{reference:+.2f}" + ("" if fit.asymptotic else " (exact)"))
+            if fit is None:
+                theory.append("")
+            elif fit.asymptotic and fit.theory_slope is not None:
+                theory.append(f"{fit.theory_slope:+.2f}")
+            elif fit.exact_slope is not None:
+                theory.append(f"{fit.exact_slope:+.2f} exact")
+            else:
+                theory.append("")
         theory.append("")
         rows.append(theory)
 
@@ -154,8 +160,14 @@ def format_table(result: SweepResult, analysis: Analysis) -> str:
     steps = ",".join(str(s) for s in config.fit_steps)
     lines.append(
         f"log-log slopes vs rank (95% CI over {config.seeds} seeds), coordinate metrics at step {steps}, "
-        f"|grad B| at initialisation; theory: {theory_optimizer(config.optimizer)}"
+        f"|grad B| at initialisation; theory: {theory_optimizer(config.optimizer)}, r -> infinity"
     )
+    early = sorted({title for metric, title in TABLE_METRICS for fit in fits.values() if fit.metric == metric and not fit.asymptotic})
+    if early:
+        lines.append(
+            f"{', '.join(early)}: the grid ends before this metric's crossover rank, so the slope is compared "
+            "with the exact finite-rank prediction over the fitted ranks (marked exact)"
+        )
     return "\n".join(lines)
 
 
