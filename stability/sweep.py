@@ -57,6 +57,8 @@ class SweepResult:
     seconds: float = 0.0
     model_flops: int = 0
     device: str = "cpu"
+    # One entry per group: rank, configurations, seconds (including the copy back to the host).
+    group_seconds: list[dict] = field(default_factory=list)
 
     @classmethod
     def empty(cls, config: SweepConfig) -> "SweepResult":
@@ -161,7 +163,11 @@ def run_sweep(config: SweepConfig, *, show_progress: bool = True, plan: Plan | N
             configurations = [
                 (seed_index, config.scalings[j].gamma(config.alpha, rank)) for j, seed_index in members
             ]
+            group_started = time.perf_counter()
             group = run_group(state, rank, configurations, progress)
+            result.group_seconds.append(
+                {"rank": rank, "configurations": len(members), "seconds": time.perf_counter() - group_started}
+            )
             result.store(rank_index, members, group)
             diverged = [
                 f"{config.scalings[j].name} seed {config.seed_list[seed_index]} at step {step}"
