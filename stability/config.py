@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 
@@ -110,6 +111,10 @@ class SweepConfig:
                     f"fit step {step} is outside the recorded coordinate steps 1..{self.coord_steps}; "
                     f"pass --fit-steps 1..{self.coord_steps} or raise --coord-steps"
                 )
+        for option, value in (("--lr", self.learning_rate), ("--alpha", self.alpha), ("--task-scale", self.task_scale),
+                              ("--weight-decay", self.weight_decay), ("--stable-tol", self.stable_tol)):
+            if not math.isfinite(value):
+                raise ConfigError(f"{option} is {value}, but it must be a finite number")
         if not self.learning_rate > 0:
             raise ConfigError(f"--lr is {self.learning_rate}, but it must be above 0")
         if not self.alpha > 0:

@@ -106,7 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a slope whose 95%% CI lies within +-this counts as rank-stable")
     run.add_argument("--out", type=Path, default=None,
                      help="run folder (default: a new timestamped folder under runs/)")
-    run.add_argument("--force", action="store_true", help="overwrite a run folder that already holds results")
+    run.add_argument("--force", action="store_true", help="start over in a run folder that already holds a run")
+    run.add_argument("--resume", action="store_true",
+                     help="continue the interrupted run in --out, with its saved settings; finished groups are kept")
     run.add_argument("--dry-run", action="store_true",
                      help="print the plan (memory, FLOPs, expected time) and exit without training")
     run.add_argument("--check", action="store_true",
@@ -157,16 +159,72 @@ def _default_folder() -> Path:
     return Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
-def _prepare_folder(folder: Path, force: bool) -> None:
-    if (folder / "results.json").exists() and not force:
-        raise ConfigError(f"{folder} already holds results; pass --force to overwrite or --out NEW_FOLDER")
+# Options that --resume accepts; everything else comes from the folder's run.json.
+_RESUME_OPTIONS = {"--resume", "--out", "--quiet", "--verbose", "--no-figures", "--check", "--max-memory"}
+EXIT_INTERRUPTED = 130
+
+
+def _explicit_options(argv: list[str]) -> set[str]:
+    return {token.split("=", 1)[0] for token in argv if token.startswith("--")}
+
+
+def _open_run(arguments, argv: list[str]):
+    """Return (config, folder, store, plan, device) for a new or resumed run, or raise ConfigError."""
+    from .checkpoint import RunStore
+    from .sweep import resolve_device
+
+    if arguments.resume:
+        if arguments.out is None:
+            raise ConfigError("--resume needs the run folder: pass --resume --out FOLDER")
+        extra = sorted(_explicit_options(argv) - _RESUME_OPTIONS)
+        if extra:
+            raise ConfigError(
+                f"--resume takes the settings saved in {arguments.out}/run.json, so {', '.join(extra)} cannot change "
+                f"them; drop {extra[0]} or start a new run with --out NEW_FOLDER"
+            )
+        store = RunStore(arguments.out)
+        config, chunk_sizes, saved_device = store.load()
+        config.max_memory_bytes = arguments.max_memory
+        device = resolve_device(config.device)
+        if str(device) != saved_device:
+            logger.warning("the run started on %s and resumes on %s; numbers may differ in the last digits",
+                           saved_device, device)
+        plan = make_plan(config, device)
+        for rank, size in chunk_sizes.items():
+            if size > plan.chunk_sizes.get(rank, 0):
+                raise PlanError(
+                    f"the run trained {size} configurations of rank {rank} together, but only "
+                    f"{plan.chunk_sizes.get(rank, 0)} fit in the memory free now; free memory or raise --max-memory"
+                )
+        plan.chunk_sizes = chunk_sizes
+        return config, arguments.out, store, plan, device
+
+    config = parse_config(arguments)
+    device = resolve_device(config.device)
+    plan = make_plan(config, device)
+    folder = arguments.out if arguments.out is not None else _default_folder()
+    store = RunStore(folder)
+    if (store.has_run() or (folder / "results.json").exists()) and not (arguments.force or arguments.dry_run):
+        raise ConfigError(
+            f"{folder} already holds a run; pass --resume --out {folder} to continue it, --force to start over, "
+            f"or --out NEW_FOLDER"
+        )
+    return config, folder, store, plan, device
+
+
+def _start_folder(store, config, plan, device) -> None:
+    """Create the run folder and write run.json, so an unwritable folder fails before any work."""
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        store.folder.mkdir(parents=True, exist_ok=True)
+        store.start(config, plan.chunk_sizes, str(device))
     except OSError as error:
-        raise ConfigError(f"cannot create the run folder {folder}: {error.strerror}; pass --out to a writable folder") from None
+        raise ConfigError(
+            f"cannot write to the run folder {store.folder}: {error.strerror}; pass --out to a writable folder"
+        ) from None
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     arguments = parser.parse_args(argv)
     logging.basicConfig(
@@ -174,15 +232,15 @@ def main(argv: list[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
 
-    # Imported here so that --help and input errors answer without loading sympy.
-    from .sweep import resolve_device
+    def fail(message: str):
+        parser.exit(EXIT_USAGE, f"{parser.prog}: error: {message}\n")
 
+    if arguments.resume and arguments.force:
+        fail("--resume continues a run and --force starts it over; pass only one of them")
     try:
-        config = parse_config(arguments)
-        device = resolve_device(config.device)
-        plan = make_plan(config, device)
+        config, folder, store, plan, device = _open_run(arguments, argv)
     except (ConfigError, GridError, PlanError) as error:
-        parser.exit(EXIT_USAGE, f"{parser.prog}: error: {error}\n")
+        fail(str(error))
 
     if arguments.dry_run:
         rate = measure_matmul_rate(config, device)
@@ -195,24 +253,34 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
 
-    folder = arguments.out if arguments.out is not None else _default_folder()
-    try:
-        _prepare_folder(folder, arguments.force)
-    except ConfigError as error:
-        parser.exit(EXIT_USAGE, f"{parser.prog}: error: {error}\n")
+    if not arguments.resume:
+        try:
+            _start_folder(store, config, plan, device)
+        except ConfigError as error:
+            fail(str(error))
 
+    # Imported here so that --help and input errors answer without loading sympy and matplotlib.
     from .analysis import analyse
     from .plots import draw_figures
     from .report import format_table, write_run
     from .sweep import run_sweep
     from .theory import compute_theory
 
-    with logging_redirect_tqdm():
-        result = run_sweep(config, show_progress=not arguments.quiet, plan=plan)
-    theory = compute_theory(config, result.probes)
-    analysis = analyse(result, theory)
-    figures = [] if arguments.no_figures else draw_figures(result, theory, analysis, folder)
-    write_run(folder, result, theory, analysis, figures)
+    resume_hint = f"python -m stability.simulate --resume --out {folder}"
+    try:
+        with logging_redirect_tqdm():
+            result = run_sweep(config, show_progress=not arguments.quiet, plan=plan, store=store)
+        theory = compute_theory(config, result.probes)
+        analysis = analyse(result, theory)
+        figures = [] if arguments.no_figures else draw_figures(result, theory, analysis, folder)
+        write_run(folder, result, theory, analysis, figures)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished groups are saved in {folder}/groups; continue with: {resume_hint}",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except OSError as error:
+        fail(f"cannot write {error.filename or folder}: {error.strerror}; finished groups are kept, "
+             f"so free space and continue with: {resume_hint}")
 
     if not arguments.quiet:
         print(format_table(result, analysis))
@@ -220,21 +288,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"results: {folder}/results.json, metrics.csv, summary.md ({result.seconds:.0f} s)")
 
     if arguments.check:
-        disagreeing = [
-            fit
-            for fit in analysis.fits
-            if fit.layer == "all" and fit.theory_verdict is not None and fit.verdict != fit.theory_verdict
-        ]
-        for fit in disagreeing:
-            reference = fit.exact_slope if fit.exact_slope is not None else fit.theory_slope
-            print(
-                f"check failed: {fit.scaling} {fit.metric}: measured {fit.verdict} "
-                f"(slope {_format_slope(fit.slope)}), theory {fit.theory_verdict} (slope {reference:+.2f})",
-                file=sys.stderr,
-            )
-        if disagreeing:
-            return EXIT_CHECK_FAILED
+        return _check(analysis)
     return 0
+
+
+def _check(analysis) -> int:
+    """Return EXIT_CHECK_FAILED if a measured verdict differs from the theory's, after naming each."""
+    disagreeing = [
+        fit
+        for fit in analysis.fits
+        if fit.layer == "all" and fit.theory_verdict is not None and fit.verdict != fit.theory_verdict
+    ]
+    for fit in disagreeing:
+        reference = fit.exact_slope if fit.exact_slope is not None else fit.theory_slope
+        print(
+            f"check failed: {fit.scaling} {fit.metric}: measured {fit.verdict} "
+            f"(slope {_format_slope(fit.slope)}), theory {fit.theory_verdict} (slope {reference:+.2f})",
+            file=sys.stderr,
+        )
+    return EXIT_CHECK_FAILED if disagreeing else 0
 
 
 if __name__ == "__main__":

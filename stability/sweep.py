@@ -14,9 +14,10 @@ from .config import ConfigError, SweepConfig
 from .engine import FlopCounter, GroupResult, SweepState, compute_probes, run_group
 from .metrics import COORDINATE_METRICS
 from .model import draw_adapter_rows, draw_task
+from .checkpoint import RunStore
 from .plan import Plan, make_plan
 
-__all__ = ["SweepResult", "prepare_state", "resolve_device", "run_sweep"]
+__all__ = ["SweepResult", "configuration_id", "prepare_state", "resolve_device", "run_sweep"]
 
 logger = logging.getLogger(__name__)
 
@@ -117,16 +118,31 @@ def prepare_state(config: SweepConfig, device: torch.device) -> SweepState:
 
 
 def _groups(config: SweepConfig, plan: Plan):
-    """Yield (rank index, rank, members) with members as (scaling index, seed index) pairs."""
+    """Yield (rank index, rank, start, members) with members as (scaling index, seed index) pairs."""
     members = [(j, s) for s in range(config.seeds) for j in range(len(config.scalings))]
     for rank_index, rank in enumerate(config.ranks):
         size = plan.chunk_sizes[rank]
         for start in range(0, len(members), size):
-            yield rank_index, rank, members[start : start + size]
+            yield rank_index, rank, start, members[start : start + size]
 
 
-def run_sweep(config: SweepConfig, *, show_progress: bool = True, plan: Plan | None = None) -> SweepResult:
-    """Run every rank group of ``config`` and return the measurements (no fits yet)."""
+def configuration_id(config: SweepConfig, rank: int, scaling_index: int, seed_index: int) -> str:
+    """Name one configuration in logs, e.g. ``rank=64/rslora/seed=1``."""
+    return f"rank={rank}/{config.scalings[scaling_index].name}/seed={config.seed_list[seed_index]}"
+
+
+def run_sweep(
+    config: SweepConfig,
+    *,
+    show_progress: bool = True,
+    plan: Plan | None = None,
+    store: RunStore | None = None,
+) -> SweepResult:
+    """Run every rank group of ``config`` and return the measurements (no fits yet).
+
+    With a ``store``, each finished group is saved at once, and groups already saved
+    there are loaded instead of run again.
+    """
     device = resolve_device(config.device)
     if plan is None:
         plan = make_plan(config, device)
@@ -150,35 +166,54 @@ def run_sweep(config: SweepConfig, *, show_progress: bool = True, plan: Plan | N
         "output_grads": [v.double().cpu().numpy() for v in state.probes.output_grads],
     }
 
+    groups = list(_groups(config, plan))
+    saved = {}
+    if store is not None:
+        for _, rank, start, _ in groups:
+            loaded = store.load_group(rank, start)
+            if loaded is not None:
+                saved[(rank, start)] = loaded
+        if saved:
+            logger.info("resuming: %d of %d groups were already saved", len(saved), len(groups))
+
+    result.model_flops = state.flops.total  # the shared work: data, probes, first layer
     progress = tqdm(
-        total=plan.groups * config.steps,
+        total=(len(groups) - len(saved)) * config.steps,
         disable=not show_progress,
         unit="step",
         desc="sweep",
         dynamic_ncols=True,
     )
     with progress:
-        for rank_index, rank, members in _groups(config, plan):
-            progress.set_postfix_str(f"rank {rank}")
-            configurations = [
-                (seed_index, config.scalings[j].gamma(config.alpha, rank)) for j, seed_index in members
-            ]
-            group_started = time.perf_counter()
-            group = run_group(state, rank, configurations, progress)
-            result.group_seconds.append(
-                {"rank": rank, "configurations": len(members), "seconds": time.perf_counter() - group_started}
-            )
+        for rank_index, rank, start, members in groups:
+            if (rank, start) in saved:
+                group, flops, seconds = saved[(rank, start)]
+            else:
+                progress.set_postfix_str(f"rank {rank}")
+                configurations = [
+                    (seed_index, config.scalings[j].gamma(config.alpha, rank)) for j, seed_index in members
+                ]
+                group_started, flops_before = time.perf_counter(), state.flops.total
+                group = run_group(state, rank, configurations, progress)
+                seconds, flops = time.perf_counter() - group_started, state.flops.total - flops_before
+                if store is not None:
+                    store.save_group(rank, start, group, flops, seconds)
+                _log_divergence(config, rank, members, group)
+            result.group_seconds.append({"rank": rank, "configurations": len(members), "seconds": seconds})
+            result.model_flops += flops
             result.store(rank_index, members, group)
-            diverged = [
-                f"{config.scalings[j].name} seed {config.seed_list[seed_index]} at step {step}"
-                for (j, seed_index), step in zip(members, group.diverged_at.tolist())
-                if step >= 0
-            ]
-            if diverged:
-                logger.warning("rank %d: %d configuration(s) diverged: %s", rank, len(diverged), ", ".join(diverged))
 
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     result.seconds = time.perf_counter() - started
-    result.model_flops = state.flops.total
     return result
+
+
+def _log_divergence(config: SweepConfig, rank: int, members, group: GroupResult) -> None:
+    diverged = [
+        f"{configuration_id(config, rank, j, seed_index)} at step {step}"
+        for (j, seed_index), step in zip(members, group.diverged_at.tolist())
+        if step >= 0
+    ]
+    if diverged:
+        logger.warning("%d configuration(s) diverged: %s", len(diverged), ", ".join(diverged))

@@ -30,9 +30,12 @@ __all__ = [
     "theory_optimizer",
 ]
 
-# The asymptotic part of the grid is where Var/mean^2 of the metric's square is at most
-# this. A ratio q makes the local log-log slope of the RMS deviate from its limit by at
-# most q/2 and biases log(RMS) of one draw by about -q/4, both 0.05 or less here.
+# The asymptotic part of the grid is where the exact fluctuation ratio q is at most this.
+# For the activation and the input-gradient RMS, q is the incoherent part of E|f|^2 over
+# the coherent part |E f|^2, and it bounds the deviation of the RMS's local log-log slope
+# from its limit by q/2. For the coherent coefficient and the gradient norm, whose means
+# follow exact powers of r, q is Var/mean^2 of the statistic, and -q/2 is about the bias
+# of the log of one draw. Both are 0.05 or less here.
 FLUCTUATION_RATIO_MAX = 0.1
 
 

@@ -30,6 +30,8 @@ SMALL_RUN = ["--ranks", "1..64", "--width", "64", "--steps", "4", "--seeds", "2"
         (["--max-memory", "lots"], "invalid size"),
         (["--max-memory", "1MiB", "--ranks", "1..64", "--width", "64"], "budget"),
         (["--seeds", "two"], "invalid int value"),
+        (["--alpha", "inf"], "finite"),
+        (["--lr", "nan"], "finite"),
     ],
 )
 def test_bad_input_exits_with_one_line(arguments, fragment, capsys):
