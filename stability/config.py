@@ -73,7 +73,8 @@ class SweepConfig:
 
     def __post_init__(self) -> None:
         if self.learning_rate is None:
-            self.learning_rate = default_learning_rate(self.optimizer, self.width)
+            # A width below 1 has no default; validate() then names the width as the problem.
+            self.learning_rate = default_learning_rate(self.optimizer, self.width) if self.width >= 1 else math.nan
         self.validate()
 
     def validate(self) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from .config import ACTIVATIONS, INITS, OPTIMIZERS, ConfigError, SweepConfig, default_learning_rate
+from .config import ACTIVATIONS, INITS, OPTIMIZERS, ConfigError, SweepConfig
 from .grid import GridError, parse_number_grid, parse_rank_grid
 from .plan import PlanError, format_bytes, make_plan, measure_matmul_rate
 from .scaling import parse_scaling_rules
@@ -129,7 +129,7 @@ def parse_config(arguments: argparse.Namespace) -> SweepConfig:
         scalings=parse_scaling_rules(arguments.scaling),
         alpha=arguments.alpha,
         optimizer=arguments.optimizer,
-        learning_rate=arguments.lr if arguments.lr is not None else default_learning_rate(arguments.optimizer, arguments.width),
+        learning_rate=arguments.lr,
         weight_decay=arguments.weight_decay,
         steps=arguments.steps,
         coord_steps=arguments.coord_steps,

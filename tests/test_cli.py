@@ -31,6 +31,7 @@ SMALL_RUN = ["--ranks", "1..64", "--width", "64", "--steps", "4", "--seeds", "2"
         (["--max-memory", "1MiB", "--ranks", "1..64", "--width", "64"], "budget"),
         (["--seeds", "two"], "invalid int value"),
         (["--alpha", "inf"], "finite"),
+        (["--width", "0"], "--width is 0"),
         (["--lr", "nan"], "finite"),
     ],
 )
