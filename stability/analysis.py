@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .fit import estimate_slope, least_squares_slope, verdict_for
-from .metrics import FITTED_METRICS, METRICS
+from .metrics import COORDINATE_METRICS, FITTED_METRICS
 from .sweep import SweepResult
 from .theory import FLUCTUATION_RATIO_MAX, Theory, asymptotic_slope
 
@@ -31,6 +31,7 @@ class FitRecord:
     layer: int | str
     steps: list[int]
     fit_ranks: list[int]
+    ranks_used: list[int]  # fit ranks with a finite value for at least one seed
     asymptotic: bool  # the fit ranks lie where the exact fluctuation ratio is small
     slope: float | None
     slope_ci: list[float] | None
@@ -70,6 +71,9 @@ class Analysis:
     stable_rules: list[str]
     conclusion: str
     fit_ranks: dict[str, dict[str, list[int]]]  # metric -> layer -> ranks
+    # Layer-average slope of each coordinate metric at every recorded step 1..coord_steps, fitted
+    # separately, so that drift beyond the fitted step shows: [{scaling, metric, step, slope, slope_ci}].
+    step_slopes: list[dict] = field(default_factory=list)
 
     def fits_json(self) -> list[dict]:
         return [asdict(fit) for fit in self.fits]
@@ -152,7 +156,15 @@ def analyse(result: SweepResult, theory: Theory) -> Analysis:
                     )
                 )
 
+    short = [fit for fit in fits if fit.slope is not None and len(fit.ranks_used) < MIN_FIT_RANKS]
+    if short:
+        logger.warning(
+            "%d fit(s) rest on fewer than %d ranks (e.g. %s/%s on %s); pass a longer --ranks grid for reliable slopes",
+            len(short), MIN_FIT_RANKS, short[0].scaling, short[0].metric, short[0].ranks_used,
+        )
+
     comparisons = _compare(result, theory)
+    step_slopes = _step_slopes(result, fit_ranks_json)
     stable = [
         rule.name
         for rule in config.scalings
@@ -162,7 +174,7 @@ def analyse(result: SweepResult, theory: Theory) -> Analysis:
             if fit.scaling == rule.name and fit.layer == "all" and fit.metric in ("activation", "input_gradient")
         )
     ]
-    return Analysis(fits, comparisons, stable, _conclusion(config, fits, stable), fit_ranks_json)
+    return Analysis(fits, comparisons, stable, _conclusion(config, fits, stable), fit_ranks_json, step_slopes)
 
 
 def _fit_record(config, rule, metric, layer, steps, chosen, asymptotic, estimate, exact_curve, index, j, excluded):
@@ -192,6 +204,8 @@ def _fit_record(config, rule, metric, layer, steps, chosen, asymptotic, estimate
         notes.append(f"{len(excluded)} diverged configuration(s) left out")
     if estimate.slope is not None and estimate.slope_ci is None:
         notes.append("one usable seed: no confidence interval")
+    if estimate.slope is not None and len(estimate.ranks_used) < MIN_FIT_RANKS:
+        notes.append(f"only {len(estimate.ranks_used)} usable ranks")
     for note in notes:
         # A pre-asymptotic fit is expected (e.g. the input-gradient RMS below r ~ d) and is reported in
         # the table; a diverged configuration has already been warned about by the sweep.
@@ -204,6 +218,7 @@ def _fit_record(config, rule, metric, layer, steps, chosen, asymptotic, estimate
         layer=layer,
         steps=list(steps),
         fit_ranks=list(chosen),
+        ranks_used=estimate.ranks_used,
         asymptotic=asymptotic,
         slope=estimate.slope,
         slope_ci=None if estimate.slope_ci is None else list(estimate.slope_ci),
@@ -217,6 +232,30 @@ def _fit_record(config, rule, metric, layer, steps, chosen, asymptotic, estimate
         excluded=excluded,
         note="; ".join(notes),
     )
+
+
+def _step_slopes(result: SweepResult, fit_ranks: dict[str, dict[str, list[int]]]) -> list[dict]:
+    config = result.config
+    rows = []
+    for metric in COORDINATE_METRICS:
+        chosen = fit_ranks[metric]["all"]
+        index = [config.ranks.index(r) for r in chosen]
+        for step in range(1, config.coord_steps + 1):
+            values = result.coordinate[metric][:, :, :, step, :].mean(axis=-1)  # (R, J, S)
+            diverged = (result.diverged_at >= 0) & (result.diverged_at <= step)
+            for j, rule in enumerate(config.scalings):
+                estimate = estimate_slope(chosen, values[index, j], ~diverged[index, j, :])
+                rows.append(
+                    {
+                        "scaling": rule.name,
+                        "scaling_exponent": float(rule.exponent),
+                        "metric": metric,
+                        "step": step,
+                        "slope": estimate.slope,
+                        "slope_ci": None if estimate.slope_ci is None else list(estimate.slope_ci),
+                    }
+                )
+    return rows
 
 
 def _compare(result: SweepResult, theory: Theory) -> list[Comparison]:

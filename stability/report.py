@@ -102,6 +102,7 @@ def results_json(result: SweepResult, analysis: Analysis) -> dict:
         "fit_steps": list(config.fit_steps),
         "fit_ranks": analysis.fit_ranks,
         "fits": analysis.fits_json(),
+        "step_slopes": analysis.step_slopes,
         "stable_rules": analysis.stable_rules,
         "conclusion": analysis.conclusion,
         "theory_comparison": {
@@ -162,6 +163,7 @@ def format_table(result: SweepResult, analysis: Analysis) -> str:
         f"log-log slopes vs rank (95% CI over {config.seeds} seeds), coordinate metrics at step {steps}, "
         f"|grad B| at initialisation; theory: {theory_optimizer(config.optimizer)}, r -> infinity"
     )
+    lines += _divergence_lines(result)
     early = sorted({title for metric, title in TABLE_METRICS for fit in fits.values() if fit.metric == metric and not fit.asymptotic})
     if early:
         lines.append(
@@ -169,6 +171,22 @@ def format_table(result: SweepResult, analysis: Analysis) -> str:
             "with the exact finite-rank prediction over the fitted ranks (marked exact)"
         )
     return "\n".join(lines)
+
+
+def _divergence_lines(result: SweepResult) -> list[str]:
+    """One line per scaling rule with diverged configurations: how many, which ranks, first step."""
+    config = result.config
+    lines = []
+    for j, rule in enumerate(config.scalings):
+        steps = result.diverged_at[:, j, :]  # (R, S)
+        if not (steps >= 0).any():
+            continue
+        ranks = [config.ranks[i] for i in range(len(config.ranks)) if (steps[i] >= 0).any()]
+        lines.append(
+            f"{rule.name}: {int((steps >= 0).sum())} configuration(s) diverged (ranks {', '.join(map(str, ranks))}), "
+            f"first at step {int(steps[steps >= 0].min())}; measurements from that step on are left out"
+        )
+    return lines
 
 
 def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
@@ -218,6 +236,27 @@ def summary_markdown(result: SweepResult, analysis: Analysis, figures: list[str]
             ["scaling", "beta", "metric", "slope [95% CI]", "theory", "exact", "fit ranks", "verdict", "agrees"], rows
         )
     )
+
+    if analysis.step_slopes and result.config.coord_steps > 1:
+        text += [
+            "",
+            "## Slopes by step",
+            "",
+            "Each coordinate step fitted on its own over the same ranks. Only step(s) "
+            f"{', '.join(map(str, result.config.fit_steps))} enter the verdicts; the exact theory describes step 1.",
+            "",
+        ]
+        steps = sorted({row["step"] for row in analysis.step_slopes})
+        table = {}
+        for row in analysis.step_slopes:
+            key = (row["scaling"], row["metric"])
+            table.setdefault(key, {})[row["step"]] = "" if row["slope"] is None else f"{row['slope']:+.2f}"
+        text.append(
+            _markdown_table(
+                ["scaling", "metric"] + [f"step {step}" for step in steps],
+                [[name, metric] + [values.get(step, "") for step in steps] for (name, metric), values in table.items()],
+            )
+        )
 
     comparison = _comparison_summary(analysis)
     if comparison:
