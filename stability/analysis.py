@@ -185,7 +185,9 @@ def _fit_record(config, rule, metric, layer, steps, chosen, asymptotic, estimate
         if np.all(np.isfinite(curve)) and np.all(curve > 0):
             exact_slope = least_squares_slope(np.log(np.asarray(chosen, float)), np.log(curve))
 
-    reference = exact_slope if exact_slope is not None else (theory_slope if asymptotic else None)
+    reference = exact_slope
+    if reference is None and asymptotic:
+        reference = theory_slope
     verdict = verdict_for(estimate.slope, estimate.slope_ci, config.stable_tol)
     theory_verdict = None if reference is None else verdict_for(reference, None, config.stable_tol)
     agrees = None
@@ -307,7 +309,7 @@ def _compare(result: SweepResult, theory: Theory) -> list[Comparison]:
 
 
 def _conclusion(config, fits: list[FitRecord], stable: list[str]) -> str:
-    """One line: which rules kept activations and input gradients level, and how the others moved."""
+    """Summarise in one line which rules kept activations and input gradients level, and how the others moved."""
     by_rule = {}
     for fit in fits:
         if fit.layer == "all" and fit.metric == "activation":

@@ -1,8 +1,8 @@
 """A run folder's saved state, so that an interrupted sweep loses no finished group.
 
-``run.json`` holds the resolved configuration and the chunking chosen at the start;
-``groups/`` holds one ``.npz`` per finished group of configurations. Both are written
-atomically. ``--resume`` reads them back, runs only the missing groups with the same
+``run.json`` contains the resolved configuration and the chunking chosen at the start,
+and ``groups/`` contains one ``.npz`` per finished group of configurations. Both are
+written atomically. ``--resume`` reads them back, runs only the missing groups with the same
 chunking, and so reproduces the numbers of an uninterrupted run on the same device.
 """
 
@@ -63,7 +63,7 @@ class RunStore:
             chunk_sizes = {int(rank): int(size) for rank, size in data["chunk_sizes"].items()}
             return config, chunk_sizes, data["device"]
         except FileNotFoundError:
-            raise ConfigError(f"{self.folder} holds no run to resume ({RUN_FILE} is missing); start one without --resume") from None
+            raise ConfigError(f"no run to resume in {self.folder}: {RUN_FILE} is missing; start one without --resume") from None
         except (ValueError, KeyError, TypeError) as error:
             raise ConfigError(f"{path} is not a valid run file ({error}); start a new run with --out NEW_FOLDER") from None
 

@@ -79,6 +79,11 @@ class SweepConfig:
 
     def validate(self) -> None:
         """Raise ConfigError naming the first invalid value."""
+        self._validate_choices()
+        self._validate_counts()
+        self._validate_numbers()
+
+    def _validate_choices(self) -> None:
         if not self.ranks:
             raise ConfigError("the rank grid is empty; pass e.g. --ranks 1..4096")
         if min(self.ranks) < 1:
@@ -93,6 +98,8 @@ class SweepConfig:
             raise ConfigError(f"unknown activation {self.activation!r}; use one of {', '.join(ACTIVATIONS)}")
         if self.dtype not in DTYPES:
             raise ConfigError(f"unknown dtype {self.dtype!r}; use float32 or float64")
+
+    def _validate_counts(self) -> None:
         for name in ("steps", "width", "depth", "batch", "seeds"):
             value = getattr(self, name)
             if value < 1:
@@ -112,6 +119,13 @@ class SweepConfig:
                     f"fit step {step} is outside the recorded coordinate steps 1..{self.coord_steps}; "
                     f"pass --fit-steps 1..{self.coord_steps} or raise --coord-steps"
                 )
+        if max(self.ranks) > self.width and not self.allow_rank_above_width:
+            raise ConfigError(
+                f"the largest rank {max(self.ranks)} exceeds --width {self.width}, so B A cannot have that rank; "
+                f"pass --width {max(self.ranks)} or --allow-rank-above-width"
+            )
+
+    def _validate_numbers(self) -> None:
         for option, value in (("--lr", self.learning_rate), ("--alpha", self.alpha), ("--task-scale", self.task_scale),
                               ("--weight-decay", self.weight_decay), ("--stable-tol", self.stable_tol)):
             if not math.isfinite(value):
@@ -126,11 +140,6 @@ class SweepConfig:
             raise ConfigError(f"--weight-decay is {self.weight_decay}, but it must be 0 or more")
         if not self.stable_tol > 0:
             raise ConfigError(f"--stable-tol is {self.stable_tol}, but it must be above 0")
-        if max(self.ranks) > self.width and not self.allow_rank_above_width:
-            raise ConfigError(
-                f"the largest rank {max(self.ranks)} exceeds --width {self.width}, so B A cannot have that rank; "
-                f"pass --width {max(self.ranks)} or --allow-rank-above-width"
-            )
 
     @property
     def seed_list(self) -> list[int]:

@@ -3,9 +3,9 @@
 Configurations of equal rank (scaling rules x replicas) have equal shapes, so each
 adapter product is one batched matmul over them, and each frozen base layer is one
 matmul over all their hidden states. The forward and backward passes are written
-out by hand (checked against autograd and ``torch.optim`` in the tests): this lets
-SGD update A and B in place from the batch factors without materialising their
-gradients, and gives gradient norms from b x b Gram matrices.
+out by hand, and the tests check them against autograd and ``torch.optim``. Writing
+them out lets SGD update A and B in place from the batch factors without
+materialising their gradients, and gives gradient norms from b x b Gram matrices.
 
 Nothing inside a step reads a value back to the host, so on CUDA the steps queue
 without synchronising; divergence is recorded on the device as the first step
@@ -126,10 +126,10 @@ class GroupResult:
 
 
 def probe_metrics(flops: FlopCounter, A, B, gammas, x, v, u) -> dict[str, torch.Tensor]:
-    """Return the coordinate metrics (each (C,)) of adapters gamma B A on a probe batch.
+    """Return the coordinate metrics (each of shape (C,)) of adapters gamma B A on a probe batch.
 
-    A is (C, r, d_in), B (C, d_out, r), gammas (C, 1, 1); x (C, b, d_in) are the probe
-    inputs, v (C, b, d_out) the output gradients, u (C, b, d_in) the coherent directions.
+    Shapes: A (C, r, d_in), B (C, d_out, r), gammas (C, 1, 1). The probe inputs x are
+    (C, b, d_in), the output gradients v (C, b, d_out), the coherent directions u (C, b, d_in).
     """
     outputs = flops.bmm(flops.bmm(x, A.transpose(1, 2)), B.transpose(1, 2)) * gammas  # (C, b, d_out)
     grads = flops.bmm(flops.bmm(v, B), A) * gammas  # (C, b, d_in): gamma A^T B^T v_m

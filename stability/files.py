@@ -1,7 +1,7 @@
 """Atomic file output: write to a temporary name in the same folder, then rename.
 
-A reader (or a crash) never sees a half-written file under the final name: it finds
-the previous complete file or none.
+A reader, or a crash, never finds a half-written file under the final name, only the
+previous complete file or none.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Log-log slopes of a metric against rank, with confidence intervals over seeds, and verdicts.
 
 Each seed's slope is the least-squares slope of log(value) on log(rank) over the fit
-ranks; with several fit steps, log(value) is first averaged over the steps (the
-pooled fit with one intercept per step). The reported slope is the mean over seeds,
+ranks. With several fit steps, log(value) is first averaged over the steps, which is
+the pooled fit with one intercept per step. The reported slope is the mean over seeds,
 and its interval is the two-sided 95% Student-t interval of that mean.
 """
 

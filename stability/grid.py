@@ -21,7 +21,7 @@ MAX_GRID_POINTS = 10_000
 
 
 class GridError(ValueError):
-    """A rank grid or exponent list that cannot be parsed; the message says what to type."""
+    """A rank grid or exponent list that cannot be parsed. The message shows what to type instead."""
 
 
 def _parse_number(text: str, item: str) -> Fraction:

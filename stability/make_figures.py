@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 
 def beta_sweep_config(optimizer: str) -> SweepConfig:
-    """The beta sweep behind the slope-versus-beta figures."""
+    """Return the beta sweep behind the slope-versus-beta figures."""
     return SweepConfig(
         ranks=parse_rank_grid("1..1024"),
         scalings=parse_scaling_rules("0..1:+0.125"),

@@ -113,7 +113,7 @@ def count_model_flops(config: SweepConfig) -> int:
 
 @dataclass
 class Plan:
-    """How a sweep will run: chunk sizes per rank, estimated peak memory and FLOPs."""
+    """A sweep's schedule: chunk sizes per rank, estimated peak memory and FLOPs."""
 
     chunk_sizes: dict[int, int]  # rank -> configurations trained together
     configurations: int  # scaling rules x replicas, per rank

@@ -131,7 +131,7 @@ def _fits_by_key(analysis: Analysis) -> dict:
 
 
 def format_table(result: SweepResult, analysis: Analysis) -> str:
-    """The printed summary: slopes (95% CI over seeds) per scaling rule, theory, verdict."""
+    """Format the printed summary: slopes (95% CI over seeds) per scaling rule, theory, verdict."""
     config = result.config
     fits = _fits_by_key(analysis)
     header = ["scaling", "beta"] + [title for _, title in TABLE_METRICS] + ["verdict"]
@@ -174,7 +174,7 @@ def format_table(result: SweepResult, analysis: Analysis) -> str:
 
 
 def _divergence_lines(result: SweepResult) -> list[str]:
-    """One line per scaling rule with diverged configurations: how many, which ranks, first step."""
+    """List, per scaling rule with diverged configurations, how many diverged, at which ranks and first step."""
     config = result.config
     lines = []
     for j, rule in enumerate(config.scalings):

@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a slope whose 95%% CI lies within +-this counts as rank-stable")
     run.add_argument("--out", type=Path, default=None,
                      help="run folder (default: a new timestamped folder under runs/)")
-    run.add_argument("--force", action="store_true", help="start over in a run folder that already holds a run")
+    run.add_argument("--force", action="store_true", help="start over in a run folder that already contains a run")
     run.add_argument("--resume", action="store_true",
                      help="continue the interrupted run in --out, with its saved settings; finished groups are kept")
     run.add_argument("--dry-run", action="store_true",
@@ -206,7 +206,7 @@ def _open_run(arguments, argv: list[str]):
     store = RunStore(folder)
     if (store.has_run() or (folder / "results.json").exists()) and not (arguments.force or arguments.dry_run):
         raise ConfigError(
-            f"{folder} already holds a run; pass --resume --out {folder} to continue it, --force to start over, "
+            f"{folder} already contains a run; pass --resume --out {folder} to continue it, --force to start over, "
             f"or --out NEW_FOLDER"
         )
     return config, folder, store, plan, device
@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as error:
             fail(str(error))
 
-    # Imported here so that --help and input errors answer without loading sympy and matplotlib.
+    # Imported here so that --help and input errors return without loading sympy and matplotlib.
     from .analysis import analyse
     from .plots import draw_figures
     from .report import format_table, write_run

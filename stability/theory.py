@@ -71,7 +71,7 @@ def _rms(square_sum: np.ndarray, count: int) -> np.ndarray:
 def compute_theory(config: SweepConfig, probes: dict[str, list[np.ndarray]]) -> Theory:
     """Evaluate the exact moments for every rank, scaling, seed and layer of a sweep.
 
-    ``probes`` holds float64 arrays (S, b, d) per layer: "inputs" and "output_grads".
+    ``probes`` maps "inputs" and "output_grads" to float64 arrays (S, b, d), one per layer.
     One-step predictions are filled only for SGD; fluctuation ratios (which set the fit
     ranges) are computed for every optimizer, because they describe the data and A.
     """
