@@ -310,21 +310,23 @@ def _compare(result: SweepResult, theory: Theory) -> list[Comparison]:
 
 def _conclusion(config, fits: list[FitRecord], stable: list[str]) -> str:
     """Summarise in one line which rules kept activations and input gradients level, and how the others moved."""
-    by_rule = {}
-    for fit in fits:
-        if fit.layer == "all" and fit.metric == "activation":
-            by_rule[fit.scaling] = fit
+    layer_average = {(fit.scaling, fit.metric): fit for fit in fits if fit.layer == "all"}
     parts = []
     for rule in config.scalings:
-        fit = by_rule.get(rule.name)
-        if fit is None or fit.slope is None:
+        activation = layer_average.get((rule.name, "activation"))
+        gradient = layer_average.get((rule.name, "input_gradient"))
+        if activation is None or activation.slope is None:
             parts.append(f"{rule.name} diverged")
-        else:
-            parts.append(f"{rule.name} {fit.verdict} ({fit.slope:+.2f})")
+            continue
+        part = f"{rule.name} {activation.verdict} ({activation.slope:+.2f})"
+        if gradient is not None and gradient.verdict != activation.verdict:
+            slope = "" if gradient.slope is None else f" ({gradient.slope:+.2f})"
+            part += f", input gradient {gradient.verdict}{slope}"
+        parts.append(part)
     lo, hi = min(config.ranks), max(config.ranks)
     steps = ",".join(str(s) for s in config.fit_steps)
     if stable:
         head = f"Under {config.optimizer}, only {', '.join(stable)} kept the adapter output and input gradient level"
     else:
-        head = f"Under {config.optimizer}, no scaling rule kept the adapter output and input gradient level"
+        head = f"Under {config.optimizer}, no scaling rule kept both the adapter output and input gradient level"
     return f"{head} across ranks {lo}..{hi} at step {steps}; activation slopes: " + "; ".join(parts) + "."

@@ -164,11 +164,23 @@ def format_table(result: SweepResult, analysis: Analysis) -> str:
         f"|grad B| at initialisation; theory: {theory_optimizer(config.optimizer)}, r -> infinity"
     )
     lines += _divergence_lines(result)
-    early = sorted({title for metric, title in TABLE_METRICS for fit in fits.values() if fit.metric == metric and not fit.asymptotic})
-    if early:
+    early_exact = sorted(
+        {title for metric, title in TABLE_METRICS for fit in fits.values()
+         if fit.metric == metric and not fit.asymptotic and fit.exact_slope is not None}
+    )
+    early_bare = sorted(
+        {title for metric, title in TABLE_METRICS for fit in fits.values()
+         if fit.metric == metric and not fit.asymptotic and fit.exact_slope is None}
+    )
+    if early_exact:
         lines.append(
-            f"{', '.join(early)}: the grid ends before this metric's crossover rank, so the slope is compared "
+            f"{', '.join(early_exact)}: the grid ends before this metric's crossover rank, so the slope is compared "
             "with the exact finite-rank prediction over the fitted ranks (marked exact)"
+        )
+    if early_bare:
+        lines.append(
+            f"{', '.join(early_bare)}: the grid ends before this metric's crossover rank, and no exact finite-rank "
+            f"theory exists for {config.optimizer}, so the slope has no theory to compare with"
         )
     return "\n".join(lines)
 

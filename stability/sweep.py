@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .config import ConfigError, SweepConfig
 from .engine import FlopCounter, GroupResult, SweepState, compute_probes, run_group
