@@ -8,8 +8,8 @@ them out lets SGD update A and B in place from the batch factors without
 materialising their gradients, and gives gradient norms from b x b Gram matrices.
 
 Nothing inside a step reads a value back to the host, so on CUDA the steps queue
-without synchronising; divergence is recorded on the device as the first step
-whose loss is not finite.
+without synchronising. Divergence is found on the device after the steps, as the
+first step whose loss is not finite.
 """
 
 from __future__ import annotations
@@ -21,34 +21,21 @@ from dataclasses import dataclass, field
 import torch
 
 from .config import SweepConfig
+from .flops import FlopCounter
 from .metrics import COORDINATE_METRICS
 from .model import Task, activation_functions
 
-__all__ = ["FlopCounter", "GroupResult", "Probes", "SweepState", "compute_probes", "probe_metrics", "run_group"]
+__all__ = [
+    "FlopCounter",
+    "GroupResult",
+    "Probes",
+    "SweepState",
+    "compute_probes",
+    "probe_metrics",
+    "run_group",
+]
 
 logger = logging.getLogger(__name__)
-
-
-class FlopCounter:
-    """Counts the FLOPs of the matrix products the engine runs (2 m n k each)."""
-
-    def __init__(self) -> None:
-        self.total = 0
-
-    def bmm(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
-        batch, m, k = left.shape
-        self.total += 2 * batch * m * k * right.shape[-1]
-        return torch.bmm(left, right)
-
-    def baddbmm_(self, out: torch.Tensor, left: torch.Tensor, right: torch.Tensor, alpha: float) -> None:
-        batch, m, k = left.shape
-        self.total += 2 * batch * m * k * right.shape[-1]
-        out.baddbmm_(left, right, alpha=alpha)
-
-    def mm(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
-        m, k = left.shape
-        self.total += 2 * m * k * right.shape[-1]
-        return left @ right
 
 
 @dataclass
@@ -131,8 +118,14 @@ def probe_metrics(flops: FlopCounter, A, B, gammas, x, v, u) -> dict[str, torch.
     Shapes: A (C, r, d_in), B (C, d_out, r), gammas (C, 1, 1). The probe inputs x are
     (C, b, d_in), the output gradients v (C, b, d_out), the coherent directions u (C, b, d_in).
     """
-    outputs = flops.bmm(flops.bmm(x, A.transpose(1, 2)), B.transpose(1, 2)) * gammas  # (C, b, d_out)
-    grads = flops.bmm(flops.bmm(v, B), A) * gammas  # (C, b, d_in): gamma A^T B^T v_m
+    # gamma scales the (C, b, r) factor, the smallest tensor of each chain.
+    outputs = flops.bmm(flops.bmm(x, A.transpose(1, 2)) * gammas, B.transpose(1, 2))  # (C, b, d_out)
+    grads = flops.bmm(flops.bmm(v, B) * gammas, A)  # (C, b, d_in): gamma A^T B^T v_m
+    return _coordinate_values(outputs, grads, u)
+
+
+def _coordinate_values(outputs, grads, u) -> dict[str, torch.Tensor]:
+    """Return the coordinate metrics from the adapter's probe outputs and input gradients."""
     coefficient = (grads * u).sum(dim=(1, 2)) / (u * u).sum(dim=(1, 2))  # (C,)
     return {
         "activation": outputs.pow(2).mean(dim=(1, 2)).sqrt(),
@@ -194,15 +187,17 @@ def run_group(state: SweepState, rank: int, configurations: list[tuple[int, floa
     grad_norm_A = torch.zeros(count, config.steps, depth, device=device, dtype=dtype)
     grad_norm_B = torch.zeros(count, config.steps, depth, device=device, dtype=dtype)
     losses = torch.zeros(count, config.steps, device=device, dtype=dtype)
-    diverged_at = torch.full((count,), -1, device=device, dtype=torch.long)
 
+    probes = state.probes
     for step in range(config.steps):
-        if step <= config.coord_steps:
-            _measure_probes(state, A, B, gammas, seed_index, coordinate, step)
+        # At a measured step the probe batch rides along in the adapter products, whose A
+        # and B are the ones the probe measures: one pass over A or B serves both.
+        measuring = step <= config.coord_steps
+        probe_outputs, probe_grads = [None] * depth, [None] * depth
 
         # Forward: z_l = W_l h + gamma B_l A_l h.
         x = state.inputs[seed_index, step]  # (C, b, d)
-        hiddens, pre_activations, projections = [], [], []
+        hiddens, pre_activations, scaled_projections = [], [], []
         hidden = x
         for layer in range(depth):
             hiddens.append(hidden)
@@ -210,32 +205,48 @@ def run_group(state: SweepState, rank: int, configurations: list[tuple[int, floa
                 base = state.first_layer_base[seed_index, step]
             else:
                 base = flops.mm(hidden.reshape(count * batch, width), state.weights[layer].T).view(count, batch, width)
-            projection = flops.bmm(hidden, A[layer].transpose(1, 2))  # (C, b, r): A h
-            projections.append(projection)
-            z = base + flops.bmm(projection, B[layer].transpose(1, 2)) * gammas  # (C, b, d)
+            if measuring:
+                rows = torch.cat([hidden, probes.inputs[layer][seed_index]], dim=1)  # (C, 2b, d)
+                scaled_rows = flops.bmm(rows, A[layer].transpose(1, 2)) * gammas  # (C, 2b, r)
+                expanded = flops.bmm(scaled_rows, B[layer].transpose(1, 2))  # (C, 2b, d)
+                scaled_projection = scaled_rows[:, :batch]
+                z = base + expanded[:, :batch]
+                probe_outputs[layer] = expanded[:, batch:]  # gamma B A x_m
+            else:
+                scaled_projection = flops.bmm(hidden, A[layer].transpose(1, 2)) * gammas  # (C, b, r): gamma A h
+                z = flops.baddbmm(base, scaled_projection, B[layer].transpose(1, 2))  # (C, b, d): base + gamma B A h
+            scaled_projections.append(scaled_projection)
             pre_activations.append(z)
             hidden = phi(z) if layer < depth - 1 else z
 
-        residual = hidden - state.targets[seed_index, step]
-        loss = 0.5 * residual.pow(2).sum(dim=(1, 2)) / batch  # (C,)
-        losses[:, step] = loss
-        newly_diverged = (~torch.isfinite(loss)) & (diverged_at < 0)
-        diverged_at.masked_fill_(newly_diverged, step)
-
         # Backward and update, top layer first: each layer's A and B are updated as soon
-        # as the gradient for the layer below has been taken through them.
-        grad_z = residual / batch  # (C, b, d): dL/dz for the top layer
+        # as the gradient for the layer below has been taken through them. For the loss
+        # mean_n 0.5 |z_n - y_n|^2, the top layer's dL/dz is (z - y) / b.
+        grad_z = (hidden - state.targets[seed_index, step]).div_(batch)  # (C, b, d)
         for layer in reversed(range(depth)):
-            hidden, projection = hiddens[layer], projections[layer]
-            scaled_projection = projection * gammas  # (C, b, r): gamma A h
-            grad_projection = flops.bmm(grad_z, B[layer]) * gammas  # (C, b, r): dL/d(A h)
+            hidden, scaled_projection = hiddens[layer], scaled_projections[layer]
+            if measuring:
+                columns = torch.cat([grad_z, probes.output_grads[layer][seed_index]], dim=1)  # (C, 2b, d)
+                grad_rows = flops.bmm(columns, B[layer]) * gammas  # (C, 2b, r): dL/d(A h), then gamma B^T v_m
+                grad_projection = grad_rows[:, :batch]
+            else:
+                grad_projection = flops.bmm(grad_z, B[layer]) * gammas  # (C, b, r): dL/d(A h)
             if layer > 0:
-                grad_hidden = flops.mm(grad_z.reshape(count * batch, width), state.weights[layer]).view(
-                    count, batch, width
-                ) + flops.bmm(grad_projection, A[layer])  # (C, b, d)
+                base_grad = flops.mm(grad_z.reshape(count * batch, width), state.weights[layer]).view(count, batch, width)
+                if measuring:
+                    through_A = flops.bmm(grad_rows, A[layer])  # (C, 2b, d)
+                    grad_hidden = base_grad + through_A[:, :batch]
+                    probe_grads[layer] = through_A[:, batch:]  # gamma A^T B^T v_m
+                else:
+                    grad_hidden = flops.baddbmm(base_grad, grad_projection, A[layer])  # (C, b, d)
+            elif measuring:
+                probe_grads[layer] = flops.bmm(grad_rows[:, batch:], A[layer])  # before A's update below
 
             # ||grad_B||^2 = sum (V V^T) * (gA h)(gA h)^T and ||grad_A||^2 likewise, from b x b Grams.
-            grad_gram = flops.bmm(grad_z, grad_z.transpose(1, 2))
+            grad_gram = flops.bmm(grad_z, grad_z.transpose(1, 2))  # (C, b, b)
+            if layer == depth - 1:
+                # The loss 0.5/b sum_n |z_n - y_n|^2 is 0.5 b trace(V V^T), from the Gram at hand.
+                losses[:, step] = 0.5 * batch * grad_gram.diagonal(dim1=1, dim2=2).sum(dim=1)
             grad_norm_B[:, step, layer] = (
                 (grad_gram * flops.bmm(scaled_projection, scaled_projection.transpose(1, 2))).sum(dim=(1, 2)).sqrt()
             )
@@ -250,14 +261,24 @@ def run_group(state: SweepState, rank: int, configurations: list[tuple[int, floa
             _update(config, flops, optimizer, A[layer], B[layer], grad_z, scaled_projection, grad_projection, hidden)
 
             if layer > 0:
-                grad_z = grad_hidden * phi_prime(pre_activations[layer - 1])
+                grad_z = _activation_backward(config.activation, phi_prime, grad_hidden, pre_activations[layer - 1])
         if optimizer is not None:
             optimizer.step()
+        if measuring:
+            for layer in range(depth):
+                directions = probes.directions[layer][seed_index]
+                for name, value in _coordinate_values(probe_outputs[layer], probe_grads[layer], directions).items():
+                    coordinate[name][:, step, layer] = value
         if progress is not None:
             progress.update(1)
 
     if config.coord_steps == config.steps:
         _measure_probes(state, A, B, gammas, seed_index, coordinate, config.steps)
+
+    # The first step whose loss is not finite, found once on the device after the steps.
+    not_finite = ~torch.isfinite(losses)  # (C, T)
+    first = not_finite.to(torch.uint8).argmax(dim=1)  # argmax returns the first maximal index
+    diverged_at = torch.where(not_finite.any(dim=1), first, torch.full_like(first, -1))
 
     return GroupResult(
         coordinate={name: values.cpu() for name, values in coordinate.items()},
@@ -266,6 +287,13 @@ def run_group(state: SweepState, rank: int, configurations: list[tuple[int, floa
         loss=losses.cpu(),
         diverged_at=diverged_at.cpu(),
     )
+
+
+def _activation_backward(activation: str, phi_prime, grad: torch.Tensor, pre_activation: torch.Tensor) -> torch.Tensor:
+    """Return grad * phi'(pre_activation); for ReLU in one pass, with torch's own ReLU backward."""
+    if activation == "relu":
+        return torch.ops.aten.threshold_backward(grad, pre_activation, 0.0)
+    return grad * phi_prime(pre_activation)
 
 
 def _update(config, flops, optimizer, A, B, grad_z, scaled_projection, grad_projection, hidden) -> None:

@@ -7,22 +7,29 @@ by product, what the engine runs (the tests check both against torch's own count
 
 from __future__ import annotations
 
+import math
 import os
+import statistics
 import time
 from dataclasses import dataclass
 
 import torch
 
 from .config import SweepConfig
+from .flops import ProductShape
 
 __all__ = [
     "Plan",
     "PlanError",
     "available_memory",
     "count_model_flops",
+    "drawing_bytes",
     "format_bytes",
     "make_plan",
     "measure_matmul_rate",
+    "measure_gemm_rate",
+    "measure_read_bandwidth",
+    "time_products",
 ]
 
 # Share of the free memory a sweep may plan to use when --max-memory is not given.
@@ -61,18 +68,41 @@ def _element_size(config: SweepConfig) -> int:
     return 8 if config.dtype == "float64" else 4
 
 
-def shared_bytes(config: SweepConfig) -> int:
-    """Bytes held for the whole sweep: base weights, data, probes and the drawn A rows."""
+def _holds_adapter_rows(device: torch.device | None) -> bool:
+    """Return True when the drawn A rows live in the memory being planned (host memory, so the CPU)."""
+    return device is None or device.type == "cpu"
+
+
+def shared_bytes(config: SweepConfig, device: torch.device | None = None) -> int:
+    """Bytes held for the whole sweep: base weights, data, probes and, on the CPU, the drawn A rows.
+
+    On CUDA the A rows stay in host memory and each group copies its prefix to the device.
+    """
     d, b, seeds, depth = config.width, config.batch, config.seeds, config.depth
     elements = depth * d * d  # frozen weights
     elements += 3 * seeds * config.steps * b * d  # inputs, targets, first-layer base outputs
     elements += 3 * depth * seeds * b * d  # probes
-    elements += seeds * depth * max(config.ranks) * d  # A rows, every rank's A is a prefix
+    if _holds_adapter_rows(device):
+        elements += seeds * depth * max(config.ranks) * d  # A rows, every rank's A is a prefix
     return elements * _element_size(config)
 
 
+def drawing_bytes(config: SweepConfig) -> int:
+    """Estimate the host bytes at peak while the task is drawn, before any group trains.
+
+    ``draw_task`` works in float64. It keeps each layer's base and teacher weights and
+    needs about three more d x d temporaries for the layer it draws. The inputs and the
+    teacher's hidden states add about four (S, T, b, d) arrays. The cast copies and
+    the A rows that ``prepare_state`` keeps come on top.
+    """
+    d, depth = config.width, config.depth
+    data = config.seeds * config.steps * config.batch * d
+    float64_elements = (2 * depth + 3) * d * d + 4 * data
+    return 8 * float64_elements + shared_bytes(config, torch.device("cpu"))
+
+
 def bytes_per_configuration(config: SweepConfig, rank: int) -> int:
-    """Bytes one configuration of ``rank`` needs while it trains."""
+    """Bytes one configuration of ``rank`` needs on the device while it trains."""
     d, b, depth = config.width, config.batch, config.depth
     parameters = 2 * depth * rank * d
     if config.optimizer in ("adam", "adamw"):
@@ -82,7 +112,6 @@ def bytes_per_configuration(config: SweepConfig, rank: int) -> int:
     else:
         elements = parameters  # SGD updates in place from the batch factors
     elements += depth * (8 * b * d + 4 * b * rank)  # activations and backward temporaries
-    elements += 2 * rank * d  # the host-side stack of A before it moves to the device
     return elements * _element_size(config)
 
 
@@ -132,9 +161,17 @@ def make_plan(config: SweepConfig, device: torch.device) -> Plan:
     if budget is None:
         budget = int(available_memory(device) * _FREE_MEMORY_SHARE)
     configurations = len(config.scalings) * config.seeds
-    shared = shared_bytes(config)
+    shared = shared_bytes(config, device)
 
-    chunk_sizes, peak = {}, shared
+    # On the CPU the float64 task drawing is part of the same memory, before training starts.
+    peak = drawing_bytes(config) if device.type == "cpu" else shared
+    if peak > budget:
+        raise PlanError(
+            f"drawing the task needs about {format_bytes(peak)} (width {config.width}, {config.steps} steps, "
+            f"{config.seeds} seeds), but the budget is {format_bytes(budget)}; lower --width, --steps or --seeds, "
+            f"or raise --max-memory if more memory is free"
+        )
+    chunk_sizes = {}
     for rank in config.ranks:
         per_configuration = bytes_per_configuration(config, rank)
         fits = (budget - shared) // per_configuration
@@ -184,3 +221,112 @@ def measure_matmul_rate(config: SweepConfig, device: torch.device, seconds: floa
         elapsed = time.perf_counter() - started
         if elapsed >= seconds:
             return rounds * flops_per_round / elapsed
+
+
+def _synchronise(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _seconds_per_call(call, device: torch.device, trial_seconds: float, trials: int) -> float:
+    """Return the median seconds of one ``call`` over ``trials`` timed trials, after a warm-up.
+
+    Each trial repeats the call until it has run for about ``trial_seconds``, so that
+    short products are not timed below the clock's and the launch's resolution.
+    """
+    call()  # warm-up: first-call allocations and kernel selection
+    _synchronise(device)
+    started = time.perf_counter()
+    call()
+    _synchronise(device)
+    single = time.perf_counter() - started
+    calls = max(1, math.ceil(trial_seconds / max(single, 1e-9)))
+
+    per_call = []
+    for _ in range(trials):
+        started = time.perf_counter()
+        for _ in range(calls):
+            call()
+        _synchronise(device)
+        per_call.append((time.perf_counter() - started) / calls)
+    return statistics.median(per_call)
+
+
+def _operand(batch: int | None, rows: int, columns: int, transposed: bool, device, dtype, generator) -> torch.Tensor:
+    """Return a (batch,) rows x columns operand, stored transposed when ``transposed``."""
+    stored = (columns, rows) if transposed else (rows, columns)
+    if batch is not None:
+        stored = (batch, *stored)
+    values = torch.empty(stored, device=device, dtype=dtype).uniform_(-1.0, 1.0, generator=generator)
+    values /= math.sqrt(max(rows, columns))  # keeps repeated in-place updates far from overflow
+    return values.transpose(-1, -2) if transposed else values
+
+
+def time_products(
+    products,
+    device: torch.device,
+    dtype: torch.dtype,
+    *,
+    trial_seconds: float = 0.02,
+    trials: int = 3,
+    progress=None,
+) -> dict[ProductShape, float]:
+    """Time each ProductShape alone, with the engine's torch call and operand layouts.
+
+    Returns the median seconds per call. ``progress``, if given, is a tqdm bar that
+    advances by one per shape.
+    """
+    generator = torch.Generator(device=device).manual_seed(0)
+    seconds = {}
+    for shape in products:
+        batch = None if shape.operation == "mm" else shape.batch
+        left = _operand(batch, shape.m, shape.k, shape.left_transposed, device, dtype, generator)
+        right = _operand(batch, shape.k, shape.n, shape.right_transposed, device, dtype, generator)
+        if shape.operation == "baddbmm_":
+            out = _operand(batch, shape.m, shape.n, False, device, dtype, generator)
+
+            def call(out=out, left=left, right=right):
+                out.baddbmm_(left, right, alpha=-1e-3)
+
+        elif shape.operation == "baddbmm":
+            added = _operand(batch, shape.m, shape.n, False, device, dtype, generator)
+
+            def call(added=added, left=left, right=right):
+                torch.baddbmm(added, left, right)
+
+        elif shape.operation == "bmm":
+
+            def call(left=left, right=right):
+                torch.bmm(left, right)
+
+        elif shape.operation == "mm":
+
+            def call(left=left, right=right):
+                torch.mm(left, right)
+
+        else:
+            raise ValueError(f"unknown product operation {shape.operation!r}")
+        seconds[shape] = _seconds_per_call(call, device, trial_seconds, trials)
+        del left, right, call
+        if progress is not None:
+            progress.update(1)
+    return seconds
+
+
+def measure_gemm_rate(device: torch.device, dtype: torch.dtype, size: int = 4096, rows: int = 1024) -> float:
+    """Return the FLOP/s of one (rows x size) @ (size x size) product, a near-peak GEMM for context."""
+    shape = ProductShape("mm", 1, rows, size, size, False, False)
+    seconds = time_products([shape], device, dtype, trial_seconds=0.1)[shape]
+    return shape.flops / seconds
+
+
+def measure_read_bandwidth(device: torch.device, dtype: torch.dtype, elements: int) -> float:
+    """Return the bytes per second at which ``device`` sums a tensor of ``elements`` entries.
+
+    A sum reads each entry once and writes almost nothing, so this is close to the
+    memory's read bandwidth when the tensor is much larger than the caches. It bounds
+    the skinny adapter products, which read A or B once and do 2 b FLOPs per entry.
+    """
+    values = torch.empty(elements, device=device, dtype=dtype).uniform_(-1.0, 1.0)
+    seconds = _seconds_per_call(values.sum, device, trial_seconds=0.05, trials=3)
+    return elements * values.element_size() / seconds
