@@ -20,6 +20,7 @@ CUDA. It is compared with the planner's estimate (``plan.make_plan``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -34,15 +35,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import ACTIVATIONS, INITS, OPTIMIZERS, ConfigError, SweepConfig, default_learning_rate
+from .cli import EXIT_USAGE, HelpFormatter, OneLineErrorParser, add_sweep_arguments, parse_config
+from .config import ConfigError, SweepConfig
 from .files import atomic_write_json
 from .grid import GridError, parse_rank_grid
 from .measure import run_baseline, run_engine
-from .scaling import parse_scaling_rules
 
 __all__ = ["build_parser", "compare_results", "fit_group_seconds", "format_table", "main", "summarise"]
 
-EXIT_USAGE = 2
 SCHEMA_VERSION = 1
 # Largest relative difference at which the engine and the baseline agree, by dtype. In
 # float32 the baseline's Frobenius norms of dL/dA and dL/dB, reductions over d x r
@@ -51,40 +51,19 @@ SCHEMA_VERSION = 1
 AGREEMENT_RTOL = {"float32": 5e-3, "float64": 1e-9}
 
 
-class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line on stderr and exit status 2."""
-
-    def error(self, message: str):
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineErrorParser(
         prog="python -m stability.benchmark",
         description=(
             "Time the batched sweep engine on one grid (default: the default sweep of "
             "python -m stability.simulate), compare its FLOP/s with the machine's matmul rate on the "
             "sweep's own product shapes, time the straightforward implementation on the same grid, and "
-            "compare peak memory with the planner's estimate. Prints a table and writes JSON."
+            "compare peak memory with the planner's estimate. Prints a table and writes JSON. "
+            "The baseline always runs on the CPU."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
-    grid = parser.add_argument_group("grid (as in python -m stability.simulate)")
-    grid.add_argument("--ranks", default="1..4096", help="ranks: A..B doubles, A..B:xK ratio K, A..B:+K step K")
-    grid.add_argument("--scaling", default="constant,rslora,lora", help="scaling rules or exponents beta")
-    grid.add_argument("--alpha", type=float, default=1.0, help="alpha in gamma_r = alpha * r^-beta")
-    grid.add_argument("--seeds", type=int, default=3, help="independent replicas")
-    grid.add_argument("--optimizer", default="sgd", choices=OPTIMIZERS, help="update rule for A and B")
-    grid.add_argument("--lr", type=float, default=None, help="learning rate; None means the simulator's default (4/width for sgd, 1e-3 for the others)")
-    grid.add_argument("--steps", type=int, default=40, help="training steps")
-    grid.add_argument("--coord-steps", type=int, default=3, help="record coordinate metrics after 0..N steps")
-    grid.add_argument("--batch", type=int, default=8, help="examples per step")
-    grid.add_argument("--width", type=int, default=4096, help="width d of the frozen d x d base layers")
-    grid.add_argument("--depth", type=int, default=2, help="number of base layers")
-    grid.add_argument("--init", default="uniform", choices=INITS, help="distribution of A's entries")
-    grid.add_argument("--activation", default="relu", choices=ACTIVATIONS, help="nonlinearity between layers")
-    grid.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:i (the baseline always runs on the CPU)")
-    grid.add_argument("--dtype", default="float32", choices=("float32", "float64"), help="floating-point precision")
+    add_sweep_arguments(parser)
 
     run = parser.add_argument_group("benchmark")
     run.add_argument("--repeats", type=int, default=3, help="engine sweeps, each in a fresh process; the table shows the median")
@@ -103,27 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_arguments(arguments: argparse.Namespace, ranks: str | None = None) -> SweepConfig:
-    """Build the SweepConfig of the benchmarked grid (raises ConfigError or GridError)."""
-    learning_rate = arguments.lr
-    if learning_rate is None and arguments.width >= 1:
-        learning_rate = default_learning_rate(arguments.optimizer, arguments.width)
-    return SweepConfig(
-        ranks=parse_rank_grid(ranks if ranks is not None else arguments.ranks),
-        scalings=parse_scaling_rules(arguments.scaling),
-        alpha=arguments.alpha,
-        optimizer=arguments.optimizer,
-        learning_rate=learning_rate,
-        steps=arguments.steps,
-        coord_steps=arguments.coord_steps,
-        batch=arguments.batch,
-        width=arguments.width,
-        depth=arguments.depth,
-        seeds=arguments.seeds,
-        init=arguments.init,
-        activation=arguments.activation,
-        device=arguments.device,
-        dtype=arguments.dtype,
-    )
+    """Build the SweepConfig of the benchmarked grid, optionally on other ranks (raises ConfigError or GridError)."""
+    config = parse_config(arguments)
+    if ranks is None:
+        return config
+    return dataclasses.replace(config, ranks=parse_rank_grid(ranks))
 
 
 def _worker_main(arguments: argparse.Namespace) -> int:

@@ -23,7 +23,7 @@ import torch
 from .config import SweepConfig
 from .flops import FlopCounter
 from .metrics import COORDINATE_METRICS
-from .model import Task, activation_functions
+from .model import activation_functions
 
 __all__ = [
     "FlopCounter",
@@ -168,7 +168,6 @@ def run_group(state: SweepState, rank: int, configurations: list[tuple[int, floa
     device, dtype = state.device, state.dtype
     phi, phi_prime, _ = activation_functions(config.activation)
     count, batch, width, depth = len(configurations), config.batch, config.width, config.depth
-    learning_rate = config.learning_rate
 
     seed_index = torch.tensor([seed for seed, _ in configurations], device=device)
     gammas = torch.tensor([g for _, g in configurations], device=device, dtype=dtype).view(count, 1, 1)

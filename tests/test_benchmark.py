@@ -12,29 +12,20 @@ import torch
 from stability.benchmark import compare_results, fit_group_seconds
 from stability.measure import run_baseline, run_engine
 from stability.config import SweepConfig
+from conftest import small_config
+
 from stability.flops import ProductShape, record_products
 from stability.plan import count_model_flops, time_products
-from stability.scaling import parse_scaling_rules
 from stability.sweep import run_sweep
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 
 
 def tiny_config(**overrides) -> SweepConfig:
-    values = dict(
-        ranks=[1, 2, 4, 8],
-        scalings=parse_scaling_rules("constant,rslora,lora"),
-        width=16,
-        depth=2,
-        steps=5,
-        coord_steps=3,
-        seeds=2,
-        batch=4,
-        device="cpu",
-        learning_rate=0.05,
-    )
+    """Return the small test sweep with 5 steps, in float32 unless a test asks for float64."""
+    values = dict(steps=5, dtype="float32")
     values.update(overrides)
-    return SweepConfig(**values)
+    return small_config(**values)
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])

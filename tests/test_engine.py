@@ -7,31 +7,14 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from conftest import small_config
+
 from stability.baseline import run_reference_sweep
-from stability.config import SweepConfig
 from stability.engine import FlopCounter, probe_metrics
 from stability.model import draw_task
 from stability.plan import count_model_flops
 from stability.scaling import parse_scaling_rules
 from stability.sweep import run_sweep
-
-
-def small_config(**overrides) -> SweepConfig:
-    values = dict(
-        ranks=[1, 2, 4, 8],
-        scalings=parse_scaling_rules("constant,rslora,lora"),
-        width=16,
-        depth=2,
-        steps=6,
-        coord_steps=3,
-        seeds=2,
-        batch=4,
-        dtype="float64",
-        device="cpu",
-        learning_rate=0.05,
-    )
-    values.update(overrides)
-    return SweepConfig(**values)
 
 
 def assert_results_equal(fast, reference, rtol=1e-10):
