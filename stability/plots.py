@@ -68,6 +68,7 @@ def coordinate_check(result: SweepResult, theory: Theory, folder: Path) -> list[
                 axis.loglog(ranks, exact, "k--", lw=1, label="exact, step 1")
             if row == 0:
                 axis.set_title(f"{rule.name} (beta={float(rule.exponent):g})")
+                _mark_divergence(axis, result, column)
             if column == 0:
                 axis.set_ylabel(metric.replace("_", " "))
             if row == len(COORDINATE_METRICS) - 1:
@@ -75,6 +76,20 @@ def coordinate_check(result: SweepResult, theory: Theory, folder: Path) -> list[
     axes[0][0].legend(fontsize=7)
     figure.suptitle(f"Coordinate check under {config.optimizer}: adapter on its training batch, mean over layers and seeds")
     return _save(figure, folder, "coordinate_check")
+
+
+def _mark_divergence(axis, result: SweepResult, column: int) -> None:
+    """Note in the panel which ranks lost configurations to divergence during the coordinate steps."""
+    steps = result.diverged_at[:, column, :]  # (R, S)
+    early = (steps >= 0) & (steps <= result.config.coord_steps)
+    ranks = [rank for rank, lost in zip(result.config.ranks, early.any(axis=1)) if lost]
+    if ranks:
+        first = int(steps[early].min())
+        axis.text(
+            0.02, 0.02, f"diverged at step {first}+: r in {ranks[0]}..{ranks[-1]}",
+            transform=axis.transAxes, fontsize=7, color="red",
+            bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1},
+        )
 
 
 def slopes(result: SweepResult, analysis: Analysis, folder: Path) -> list[str]:
