@@ -189,6 +189,9 @@ def _fit_record(config, rule, metric, layer, steps, chosen, asymptotic, estimate
     if reference is None and asymptotic:
         reference = theory_slope
     verdict = verdict_for(estimate.slope, estimate.slope_ci, config.stable_tol)
+    if estimate.slope is not None and estimate.slope_ci is None:
+        # A single seed gives no interval, and a verdict needs one.
+        verdict = "inconclusive"
     theory_verdict = None if reference is None else verdict_for(reference, None, config.stable_tol)
     agrees = None
     if reference is not None and estimate.slope is not None:
@@ -205,7 +208,7 @@ def _fit_record(config, rule, metric, layer, steps, chosen, asymptotic, estimate
     if excluded:
         notes.append(f"{len(excluded)} diverged configuration(s) left out")
     if estimate.slope is not None and estimate.slope_ci is None:
-        notes.append("one usable seed: no confidence interval")
+        notes.append("one usable seed, so no confidence interval and no verdict; pass --seeds 2 or more")
     if estimate.slope is not None and len(estimate.ranks_used) < MIN_FIT_RANKS:
         notes.append(f"only {len(estimate.ranks_used)} usable ranks")
     for note in notes:
@@ -329,4 +332,14 @@ def _conclusion(config, fits: list[FitRecord], stable: list[str]) -> str:
         head = f"Under {config.optimizer}, only {', '.join(stable)} kept the adapter output and input gradient level"
     else:
         head = f"Under {config.optimizer}, no scaling rule kept both the adapter output and input gradient level"
-    return f"{head} across ranks {lo}..{hi} at step {steps}; activation slopes: " + "; ".join(parts) + "."
+    line = f"{head} across ranks {lo}..{hi} at step {steps}; activation slopes: " + "; ".join(parts) + "."
+    unresolved = [
+        fit for fit in layer_average.values()
+        if fit.metric in ("activation", "input_gradient") and fit.verdict == "inconclusive"
+    ]
+    if unresolved:
+        line += (
+            " Some verdicts are inconclusive: the intervals are too wide to decide, so pass more --seeds "
+            "or a longer --ranks grid."
+        )
+    return line

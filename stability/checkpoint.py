@@ -26,6 +26,9 @@ __all__ = ["RUN_FILE", "RunStore"]
 logger = logging.getLogger(__name__)
 
 RUN_FILE = "run.json"
+# What a run writes besides run.json and groups/, so that --force leaves nothing of an earlier run.
+OUTPUT_FILES = ("results.json", "metrics.csv", "summary.md")
+FIGURE_PATTERNS = ("coordinate_check.*", "slopes.*", "learning_curves.*", "gradient_norms.*")
 RUN_SCHEMA_VERSION = 1
 
 
@@ -40,9 +43,14 @@ class RunStore:
         return (self.folder / RUN_FILE).exists()
 
     def start(self, config: SweepConfig, chunk_sizes: dict[int, int], device: str) -> None:
-        """Write run.json for a new run and clear any earlier group files."""
+        """Write run.json for a new run, after removing an earlier run's groups and output files."""
         if self.groups.exists():
             shutil.rmtree(self.groups)
+        for name in OUTPUT_FILES:
+            (self.folder / name).unlink(missing_ok=True)
+        for pattern in FIGURE_PATTERNS:
+            for path in self.folder.glob(pattern):
+                path.unlink()
         self.groups.mkdir(parents=True)
         atomic_write_json(
             self.folder / RUN_FILE,

@@ -24,7 +24,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Show each option's default, except for flags and options whose help explains a missing default."""
 
     def _get_help_string(self, action):
-        if action.default in (None, False) or action.default is argparse.SUPPRESS:
+        if action.default is None or action.default is False or action.default is argparse.SUPPRESS:
             return action.help
         return super()._get_help_string(action)
 
@@ -71,7 +71,8 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
         "--lr", type=float, default=None,
         help="learning rate (default: 4/width for sgd, 1e-3 for adam, adamw and signsgd)",
     )
-    training.add_argument("--weight-decay", type=float, default=0.01, help="AdamW's decoupled weight decay")
+    training.add_argument("--weight-decay", type=float, default=None,
+                          help="AdamW's decoupled weight decay (default: 0.01, torch's; adamw only)")
     training.add_argument("--steps", type=int, default=40, help="training steps (learning curves)")
     training.add_argument("--coord-steps", type=int, default=3, help="record coordinate metrics after 0..N steps")
     training.add_argument(

@@ -30,6 +30,7 @@ DTYPES = ("float32", "float64")
 # that step is linear in lr. Adam's first step moves every entry of B by lr, and 1e-3
 # is the usual LoRA value.
 SGD_LEARNING_RATE_TIMES_WIDTH = 4.0
+ADAMW_WEIGHT_DECAY = 0.01  # torch.optim.AdamW's default
 DEFAULT_LEARNING_RATES = {"adam": 1e-3, "adamw": 1e-3, "signsgd": 1e-3}
 
 
@@ -52,7 +53,7 @@ class SweepConfig:
     alpha: float = 1.0  # gamma_r = alpha * r**(-beta); PEFT calls it lora_alpha
     optimizer: str = "sgd"  # the theorem's setting
     learning_rate: float | None = None  # None: 4/width for SGD, else DEFAULT_LEARNING_RATES
-    weight_decay: float = 0.01  # AdamW only; torch.optim.AdamW's default
+    weight_decay: float | None = None  # AdamW only; None: torch.optim.AdamW's default 0.01, and 0 otherwise
     steps: int = 40  # training steps, for the learning curves
     coord_steps: int = 3  # coordinate metrics are recorded after 0..coord_steps updates
     fit_steps: list[int] = field(default_factory=lambda: [1])  # steps whose metrics enter the slope fits
@@ -72,6 +73,8 @@ class SweepConfig:
     max_memory_bytes: int | None = None  # None: most of the device's free memory
 
     def __post_init__(self) -> None:
+        if self.weight_decay is None:
+            self.weight_decay = ADAMW_WEIGHT_DECAY if self.optimizer == "adamw" else 0.0
         if self.learning_rate is None:
             # A width below 1 has no default; validate() then names the width as the problem.
             self.learning_rate = default_learning_rate(self.optimizer, self.width) if self.width >= 1 else math.nan
@@ -138,6 +141,11 @@ class SweepConfig:
             raise ConfigError(f"--task-scale is {self.task_scale}, but it must be 0 or more")
         if self.weight_decay < 0:
             raise ConfigError(f"--weight-decay is {self.weight_decay}, but it must be 0 or more")
+        if self.weight_decay != 0 and self.optimizer != "adamw":
+            raise ConfigError(
+                f"--weight-decay applies to adamw only, but the optimizer is {self.optimizer}; "
+                f"drop --weight-decay or pass --optimizer adamw"
+            )
         if not self.stable_tol > 0:
             raise ConfigError(f"--stable-tol is {self.stable_tol}, but it must be above 0")
 

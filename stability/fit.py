@@ -82,8 +82,8 @@ def estimate_slope(ranks: list[int], values: np.ndarray, valid: np.ndarray) -> S
 def verdict_for(slope: float | None, interval: tuple[float, float] | None, tolerance: float) -> str:
     """Classify a slope: level within +-tolerance, growing, shrinking, or undecided.
 
-    With an interval, the whole interval must lie on one side; with a single seed
-    (no interval) the point estimate decides.
+    With an interval, the whole interval must lie on one side. Without one (a theory
+    slope, which is exact) the point estimate decides.
 
     >>> verdict_for(0.02, (-0.03, 0.07), 0.1)
     'rank-stable'

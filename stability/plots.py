@@ -67,15 +67,33 @@ def coordinate_check(result: SweepResult, theory: Theory, folder: Path) -> list[
                 exact = np.nanmean(theory.predicted[metric].mean(axis=-1), axis=2)[:, column]
                 axis.loglog(ranks, exact, "k--", lw=1, label="exact, step 1")
             if row == 0:
-                axis.set_title(f"{rule.name} (beta={float(rule.exponent):g})")
+                axis.set_title(_rule_title(rule))
                 _mark_divergence(axis, result, column)
             if column == 0:
                 axis.set_ylabel(metric.replace("_", " "))
             if row == len(COORDINATE_METRICS) - 1:
                 axis.set_xlabel("rank r")
+            _widen_log_axis(axis)
     axes[0][0].legend(fontsize=7)
     figure.suptitle(f"Coordinate check under {config.optimizer}: adapter on its training batch, mean over layers and seeds")
     return _save(figure, folder, "coordinate_check")
+
+
+def _rule_title(rule) -> str:
+    if rule.name.startswith("beta="):
+        return rule.name
+    return f"{rule.name} (beta={float(rule.exponent):g})"
+
+
+# A log axis spans at least this many decades, so that a level curve looks level.
+_MIN_DECADES = 2.0
+
+
+def _widen_log_axis(axis) -> None:
+    low, high = axis.get_ylim()
+    if low > 0 and high > 0 and np.log10(high / low) < _MIN_DECADES:
+        centre = np.sqrt(low * high)
+        axis.set_ylim(centre / 10 ** (_MIN_DECADES / 2), centre * 10 ** (_MIN_DECADES / 2))
 
 
 def _mark_divergence(axis, result: SweepResult, column: int) -> None:
@@ -119,26 +137,39 @@ def slopes(result: SweepResult, analysis: Analysis, folder: Path) -> list[str]:
 def learning_curves(result: SweepResult, folder: Path) -> list[str]:
     config = result.config
     scalings = config.scalings
-    figure, axes = plt.subplots(1, len(scalings), figsize=(3.6 * len(scalings), 3.2), squeeze=False, sharey=True)
+    figure, axes = plt.subplots(1, len(scalings), figsize=(3.6 * len(scalings), 3.2), squeeze=False)
     colours = plt.cm.plasma(np.linspace(0.0, 0.9, len(config.ranks)))
     window = min(_SMOOTHING_STEPS, config.steps)
     kernel = np.ones(window) / window
     for column, rule in enumerate(scalings):
         axis = axes[0][column]
+        finished = []  # curves of ranks where no seed diverged, which set the y range
+        ends = []  # (step, loss, colour) where a curve stops because a seed diverged
         for i, rank in enumerate(config.ranks):
-            losses = result.loss[i, column]  # (S, T)
             diverged = result.diverged_at[i, column]
             first = int(diverged[diverged >= 0].min()) if (diverged >= 0).any() else config.steps
-            if first < window:
-                axis.plot([], [], "x", color=colours[i], label=f"r={rank} diverged at step {first}")
-                continue
-            curve = np.convolve(losses[:, :first].mean(axis=0), kernel, mode="valid")
-            steps = np.arange(window - 1, first)
+            mean_loss = result.loss[i, column, :, :first].mean(axis=0)  # (first,)
+            if first < config.steps and first < window:
+                # Too few steps to smooth: draw the raw losses up to the divergence.
+                steps, curve = np.arange(first), mean_loss
+            else:
+                steps, curve = np.arange(window - 1, first), np.convolve(mean_loss, kernel, mode="valid")
             axis.plot(steps, curve, color=colours[i], lw=1.2, label=f"r={rank}")
             if first < config.steps:
-                axis.plot(steps[-1], curve[-1], "x", color=colours[i], ms=8)
+                ends.append((max(first - 1, 0), curve[-1] if len(curve) else np.inf, colours[i]))
+            else:
+                finished.append(curve)
         axis.set_yscale("log")
-        axis.set_title(f"{rule.name} (beta={float(rule.exponent):g})")
+        if finished:
+            values = np.concatenate(finished)
+            values = values[np.isfinite(values) & (values > 0)]
+            if values.size:
+                axis.set_ylim(values.min() / 1.1, values.max() * 1.5)
+        top = axis.get_ylim()[1]
+        for step, loss, colour in ends:
+            # A curve that leaves the panel gets its x on the upper edge.
+            axis.plot(step, min(loss, top) if np.isfinite(loss) else top, "x", color=colour, ms=8)
+        axis.set_title(_rule_title(rule))
         axis.set_xlabel("step")
     axes[0][0].set_ylabel(f"training loss ({window}-step mean)")
     axes[0][-1].legend(fontsize=6, ncol=2)
@@ -160,7 +191,7 @@ def gradient_norms(result: SweepResult, theory: Theory, folder: Path) -> list[st
         during = _seed_mean(total.mean(axis=-1), finished)[:, j]
         right.loglog(ranks, during, "o-", ms=3, color=line.get_color(), label=rule.name)
     left.set_title("|dL/dB| at initialisation (dashed: exact)")
-    right.set_title("mean |dL/dA, dL/dB| over training")
+    right.set_title("mean over steps of sqrt(|dL/dA|^2 + |dL/dB|^2)")
     for axis in (left, right):
         axis.set_xlabel("rank r")
         axis.legend(fontsize=8)

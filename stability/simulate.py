@@ -80,14 +80,14 @@ def _open_run(arguments, argv: list[str]):
     if arguments.resume:
         if arguments.out is None:
             raise ConfigError("--resume needs the run folder: pass --resume --out FOLDER")
+        store = RunStore(arguments.out)
+        config, chunk_sizes, saved_device = store.load()
         extra = sorted(_explicit_options(argv) - _RESUME_OPTIONS)
         if extra:
             raise ConfigError(
                 f"--resume takes the settings saved in {arguments.out}/run.json, so {', '.join(extra)} cannot change "
                 f"them; drop {extra[0]} or start a new run with --out NEW_FOLDER"
             )
-        store = RunStore(arguments.out)
-        config, chunk_sizes, saved_device = store.load()
         config.max_memory_bytes = arguments.max_memory
         device = resolve_device(config.device)
         if str(device) != saved_device:
@@ -108,6 +108,8 @@ def _open_run(arguments, argv: list[str]):
     plan = make_plan(config, device)
     folder = arguments.out if arguments.out is not None else _default_folder()
     store = RunStore(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"--out {folder} exists and is not a folder; pass --out NEW_FOLDER")
     if (store.has_run() or (folder / "results.json").exists()) and not (arguments.force or arguments.dry_run):
         raise ConfigError(
             f"{folder} already contains a run; pass --resume --out {folder} to continue it, --force to start over, "
@@ -179,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         figures = [] if arguments.no_figures else draw_figures(result, theory, analysis, folder)
         write_run(folder, result, theory, analysis, figures)
     except KeyboardInterrupt:
-        print(f"\ninterrupted: finished groups are saved in {folder}/groups; continue with: {resume_hint}",
+        saved = len(list(store.groups.glob("*.npz")))
+        print(f"\ninterrupted: {saved} finished group(s) are saved in {store.groups}; continue with: {resume_hint}",
               file=sys.stderr)
         return EXIT_INTERRUPTED
     except OSError as error:

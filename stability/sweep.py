@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -60,6 +61,8 @@ class SweepResult:
     device: str = "cpu"
     # One entry per group: rank, configurations, seconds (including the copy back to the host).
     group_seconds: list[dict] = field(default_factory=list)
+    computed_flops: int = 0  # FLOPs of the work done in this process (less than model_flops after --resume)
+    resumed_groups: int = 0  # groups loaded from an earlier run instead of computed
 
     @classmethod
     def empty(cls, config: SweepConfig) -> "SweepResult":
@@ -177,12 +180,16 @@ def run_sweep(
             logger.info("resuming: %d of %d groups were already saved", len(saved), len(groups))
 
     result.model_flops = state.flops.total  # the shared work: data, probes, first layer
+    result.computed_flops = state.flops.total
+    result.resumed_groups = len(saved)
     progress = tqdm(
         total=(len(groups) - len(saved)) * config.steps,
         disable=not show_progress,
         unit="step",
         desc="sweep",
         dynamic_ncols=True,
+        # Into a log file (not a terminal), redraw rarely rather than hundreds of times.
+        mininterval=0.1 if sys.stderr.isatty() else 10.0,
     )
     with progress:
         for rank_index, rank, start, members in groups:
@@ -196,6 +203,7 @@ def run_sweep(
                 group_started, flops_before = time.perf_counter(), state.flops.total
                 group = run_group(state, rank, configurations, progress)
                 seconds, flops = time.perf_counter() - group_started, state.flops.total - flops_before
+                result.computed_flops += flops
                 if store is not None:
                     store.save_group(rank, start, group, flops, seconds)
                 _log_divergence(config, rank, members, group)

@@ -32,6 +32,7 @@ SMALL_RUN = ["--ranks", "1..64", "--width", "64", "--steps", "4", "--seeds", "2"
         (["--seeds", "two"], "invalid int value"),
         (["--alpha", "inf"], "finite"),
         (["--width", "0"], "--width is 0"),
+        (["--weight-decay", "0.1"], "adamw only"),
         (["--lr", "nan"], "finite"),
     ],
 )

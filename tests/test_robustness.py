@@ -57,6 +57,9 @@ def test_interrupt_then_resume_matches_uninterrupted(tmp_path, monkeypatch, caps
     monkeypatch.setattr(sweep, "run_group", real_run_group)
     assert simulate.main(["--resume", "--out", str(folder), "--quiet", "--no-figures"]) == 0
     assert stable_results(folder) == stable_results(tmp_path / "whole")
+    timing = json.loads((folder / "results.json").read_text())["timing"]
+    assert timing["resumed_groups"] == 2
+    assert timing["computed_flops"] < timing["model_flops"]
 
 
 def test_killed_run_resumes(tmp_path):
@@ -90,10 +93,46 @@ def test_resume_rejects_changed_settings(tmp_path, capsys):
 
 
 def test_resume_without_run(tmp_path, capsys):
+    for extra in ([], ["--ranks", "1..8"]):
+        with pytest.raises(SystemExit) as exit_info:
+            simulate.main(["--resume", "--out", str(tmp_path), *extra])
+        assert exit_info.value.code == 2
+        assert "no run to resume" in capsys.readouterr().err
+
+
+def test_force_removes_earlier_outputs(tmp_path):
+    assert simulate.main(TINY[:-2] + ["--quiet", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "slopes.png").exists()
+    assert simulate.main(TINY + ["--out", str(tmp_path), "--force"]) == 0
+    assert not list(tmp_path.glob("*.png"))
+    assert (tmp_path / "results.json").exists()
+
+
+def test_figure_names_are_known_to_force(tmp_path):
+    from stability.checkpoint import FIGURE_PATTERNS
+
+    assert simulate.main(TINY[:-2] + ["--quiet", "--out", str(tmp_path)]) == 0
+    figures = json.loads((tmp_path / "results.json").read_text())["files"]["figures"]
+    assert figures
+    for name in figures:
+        assert any(Path(name).match(pattern) for pattern in FIGURE_PATTERNS), name
+
+
+def test_output_files_have_the_umask_mode(tmp_path):
+    assert simulate.main(TINY + ["--out", str(tmp_path)]) == 0
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [tmp_path / "results.json", tmp_path / "metrics.csv", *tmp_path.glob("groups/*.npz")]:
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
+
+
+def test_out_that_is_a_file(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
     with pytest.raises(SystemExit) as exit_info:
-        simulate.main(["--resume", "--out", str(tmp_path)])
+        simulate.main(TINY + ["--out", str(blocker)])
     assert exit_info.value.code == 2
-    assert "no run to resume" in capsys.readouterr().err
+    assert "is not a folder" in capsys.readouterr().err
 
 
 def test_force_starts_over(tmp_path):
@@ -147,6 +186,15 @@ def test_check_passes_when_resolved(tmp_path):
     resolved = ["--ranks", "16..256", "--width", "256", "--batch", "2", "--seeds", "8", "--steps", "2",
                 "--coord-steps", "1", "--quiet", "--no-figures"]
     assert simulate.main(resolved + ["--check", "--out", str(tmp_path)]) == 0
+
+
+def test_one_seed_gives_no_verdict(tmp_path, capsys):
+    one_seed = ["--ranks", "16..256", "--width", "256", "--batch", "2", "--seeds", "1", "--steps", "2",
+                "--coord-steps", "1", "--quiet", "--no-figures"]
+    assert simulate.main(one_seed + ["--check", "--out", str(tmp_path)]) == 3
+    fits = json.loads((tmp_path / "results.json").read_text())["fits"]
+    assert {fit["verdict"] for fit in fits} == {"inconclusive"}
+    assert all("--seeds 2" in fit["note"] for fit in fits)
 
 
 def test_check_fails_when_unresolved(tmp_path, capsys):
