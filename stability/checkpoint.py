@@ -26,7 +26,7 @@ __all__ = ["RUN_FILE", "RunStore"]
 logger = logging.getLogger(__name__)
 
 RUN_FILE = "run.json"
-# What a run writes besides run.json and groups/, so that --force leaves nothing of an earlier run.
+# Files a run writes besides run.json and groups/, which --force removes with the earlier run.
 OUTPUT_FILES = ("results.json", "metrics.csv", "summary.md")
 FIGURE_PATTERNS = ("coordinate_check.*", "slopes.*", "learning_curves.*", "gradient_norms.*")
 RUN_SCHEMA_VERSION = 1

@@ -22,7 +22,7 @@ REPOSITORY = Path(__file__).resolve().parent.parent
 
 
 def tiny_config(**overrides) -> SweepConfig:
-    """Return the small test sweep with 5 steps, in float32 unless a test asks for float64."""
+    """Return the small test sweep with 5 steps, in float32 unless a test requests float64."""
     values = dict(steps=5, dtype="float32")
     values.update(overrides)
     return small_config(**values)

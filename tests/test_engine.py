@@ -92,7 +92,7 @@ def test_flop_count_matches_plan(optimizer):
 
 
 def test_flop_count_matches_torch_counter():
-    # Adam keeps every product out of place, where torch's counter sees it (it skips in-place baddbmm_).
+    # Adam keeps every product out of place, where torch's counter counts it (it skips in-place baddbmm_).
     config = small_config(optimizer="adam", learning_rate=1e-2, ranks=[1, 3, 8], depth=3)
     with FlopCounterMode(display=False) as data_counter:
         draw_task(config)  # the teacher's forward pass makes the data; it is not model work
