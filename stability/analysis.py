@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .fit import estimate_slope, least_squares_slope, verdict_for
-from .metrics import COORDINATE_METRICS, FITTED_METRICS
+from .metrics import COORDINATE_METRICS, FITTED_METRICS, METRICS
 from .sweep import SweepResult
 from .theory import FLUCTUATION_RATIO_MAX, Theory, asymptotic_slope
 
@@ -81,8 +81,8 @@ class Analysis:
 
 def metric_values(result: SweepResult, metric: str) -> tuple[np.ndarray, list[int]]:
     """Return (values (R, J, S, K, L), steps) at the steps a metric is fitted at."""
-    if metric == "grad_norm_B":
-        return result.grad_norm_B[:, :, :, :1, :], [0]
+    if METRICS[metric].fit_step == "init":
+        return getattr(result, metric)[:, :, :, :1, :], [0]
     steps = list(result.config.fit_steps)
     return result.coordinate[metric][:, :, :, steps, :], steps
 
@@ -127,7 +127,8 @@ def analyse(result: SweepResult, theory: Theory) -> Analysis:
         diverged = (result.diverged_at >= 0) & (result.diverged_at <= last_step)  # (R, J, S)
         ratio = np.nanmean(theory.fluctuation[metric], axis=1)  # (R, L)
         predicted = theory.predicted.get(metric)
-        exact_applies = predicted is not None and (metric == "grad_norm_B" or steps == [1])
+        # Exact predictions describe initialisation (step 0) or the first SGD step.
+        exact_applies = predicted is not None and steps in ([0], [1])
         fit_ranks_json[metric] = {}
 
         for layer, layer_values in _layer_views(values, config.depth):

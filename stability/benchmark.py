@@ -319,9 +319,9 @@ def _default_output() -> Path:
 
 def _engine_seconds_on(summary_runs: list[dict], ranks: list[int]) -> float:
     """Return the median over runs of the engine's seconds on the groups of ``ranks``."""
-    wanted = set(ranks)
+    selected_ranks = set(ranks)
     return statistics.median(
-        sum(group["seconds"] for group in run["group_seconds"] if group["rank"] in wanted) for run in summary_runs
+        sum(group["seconds"] for group in run["group_seconds"] if group["rank"] in selected_ranks) for run in summary_runs
     )
 
 

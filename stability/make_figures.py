@@ -46,14 +46,15 @@ def _run(config: SweepConfig):
     return result, theory, analyse(result, theory)
 
 
-def _keep(folder: Path, names: list[str], target: Path, prefix: str) -> list[Path]:
-    kept = []
+def _copy_png_figures(folder: Path, names: list[str], target: Path, prefix: str) -> list[Path]:
+    """Copy the PNG files among ``names`` from ``folder`` to ``target``, each name prefixed."""
+    copied = []
     for name in names:
         if name.endswith(".png"):
             destination = target / f"{prefix}{name}"
             shutil.copyfile(folder / name, destination)
-            kept.append(destination)
-    return kept
+            copied.append(destination)
+    return copied
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,12 +70,12 @@ def main(argv: list[str] | None = None) -> int:
         for optimizer in ("sgd", "adam"):
             result, theory, analysis = _run(beta_sweep_config(optimizer))
             names = slopes(result, analysis, folder) + coordinate_check(result, theory, folder)
-            written += _keep(folder, names, arguments.out, f"{optimizer}_")
+            written += _copy_png_figures(folder, names, arguments.out, f"{optimizer}_")
 
         default = SweepConfig(ranks=parse_rank_grid("1..4096"), scalings=parse_scaling_rules("constant,rslora,lora"))
         result, theory, _ = _run(default)
         names = learning_curves(result, folder) + gradient_norms(result, theory, folder)
-        written += _keep(folder, names, arguments.out, "sgd_default_")
+        written += _copy_png_figures(folder, names, arguments.out, "sgd_default_")
 
     for path in written:
         print(path)
