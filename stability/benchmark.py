@@ -220,6 +220,8 @@ def _machine() -> str:
 
 def summarise(config: SweepConfig, engine_runs: list[dict], baseline: dict | None) -> dict:
     """Combine the runs into the numbers of the table (medians with their range)."""
+    from .plan import count_model_flops
+
     seconds = _spread([run["seconds"] for run in engine_runs])
     achieved = _spread([run["model_flops"] / run["seconds"] for run in engine_runs])
     matmul_rate = _spread([run["matmul_rate"] for run in engine_runs])
@@ -237,6 +239,8 @@ def summarise(config: SweepConfig, engine_runs: list[dict], baseline: dict | Non
     summary = {
         "model_flops": engine_runs[0]["model_flops"],
         "planned_flops": engine_runs[0]["planned_flops"],
+        # What the same steps cost with every adapter dense, as the baseline computes them.
+        "dense_flops": count_model_flops(dataclasses.replace(config, adapter_storage="dense")),
         "seconds": seconds,
         "achieved_flops_per_second": achieved,
         "matmul_rate": matmul_rate,
@@ -270,7 +274,8 @@ def format_table(config: SweepConfig, summary: dict, machine: str, device: str) 
                  f"batch {config.batch}, {config.steps} steps, {config.optimizer}"),
         ("machine", machine),
         ("device", f"{device}, {config.dtype}"),
-        ("sweep FLOPs", f"{summary['model_flops'] / 1e9:.4g} GFLOP (planner: {summary['planned_flops'] / 1e9:.4g})"),
+        ("sweep FLOPs", f"{summary['model_flops'] / 1e9:.4g} GFLOP run (planner: {summary['planned_flops'] / 1e9:.4g}); "
+                        f"{summary['dense_flops'] / 1e9:.4g} GFLOP with dense adapters"),
         ("sweep seconds", f"{seconds['median']:.1f} s (median of {len(seconds['values'])}; "
                           f"{seconds['min']:.1f} to {seconds['max']:.1f})"),
         ("achieved", rate(summary["achieved_flops_per_second"]["median"])),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import re
 
+from .adapters import ADAPTER_STORAGES
 from .config import ACTIVATIONS, INITS, OPTIMIZERS, SweepConfig
 from .grid import GridError, parse_number_grid, parse_rank_grid
 from .scaling import parse_scaling_rules
@@ -99,6 +100,9 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--dtype", default="float32", choices=("float32", "float64"), help="floating-point precision")
     run.add_argument("--max-memory", type=parse_size, default=None,
                      help="memory budget, e.g. 8GiB (default: 80%% of the device's free memory)")
+    run.add_argument("--adapter-storage", default="auto", choices=ADAPTER_STORAGES,
+                     help="how A and B are held: dense, or (SGD only) factored as A_0 plus the low-rank sum of "
+                          "updates; auto factors SGD adapters of rank >= batch x steps / 2")
     run.add_argument("--stable-tol", type=float, default=0.1,
                      help="a slope whose 95%% CI lies within +-this counts as rank-stable")
 
@@ -132,6 +136,7 @@ def parse_config(arguments: argparse.Namespace) -> SweepConfig:
         stable_tol=arguments.stable_tol,
         allow_rank_above_width=arguments.allow_rank_above_width,
         max_memory_bytes=arguments.max_memory,
+        adapter_storage=arguments.adapter_storage,
     )
 
 

@@ -6,6 +6,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 
+from .adapters import ADAPTER_STORAGES
 from .scaling import ScalingRule
 
 __all__ = [
@@ -71,6 +72,7 @@ class SweepConfig:
     stable_tol: float = 0.1  # |slope| below this counts as level (rank-stable)
     allow_rank_above_width: bool = False
     max_memory_bytes: int | None = None  # None: most of the device's free memory
+    adapter_storage: str = "auto"  # dense A and B, or SGD's A_0 plus factored updates (stability.adapters)
 
     def __post_init__(self) -> None:
         if self.weight_decay is None:
@@ -101,6 +103,15 @@ class SweepConfig:
             raise ConfigError(f"unknown activation {self.activation!r}; use one of {', '.join(ACTIVATIONS)}")
         if self.dtype not in DTYPES:
             raise ConfigError(f"unknown dtype {self.dtype!r}; use float32 or float64")
+        if self.adapter_storage not in ADAPTER_STORAGES:
+            raise ConfigError(
+                f"unknown adapter storage {self.adapter_storage!r}; use one of {', '.join(ADAPTER_STORAGES)}"
+            )
+        if self.adapter_storage == "factored" and self.optimizer != "sgd":
+            raise ConfigError(
+                f"--adapter-storage factored needs --optimizer sgd (each {self.optimizer} step changes every "
+                f"entry of A and B); pass --adapter-storage auto or dense"
+            )
 
     def _validate_counts(self) -> None:
         for name in ("steps", "width", "depth", "batch", "seeds"):

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .adapters import DenseAdapters, FactoredAdapters, uses_factored_storage
 from .config import SweepConfig
 from .flops import FlopCounter
 from .metrics import COORDINATE_METRICS
@@ -112,15 +113,16 @@ class GroupResult:
     diverged_at: torch.Tensor  # (C,) first step with a non-finite loss, -1 if none
 
 
-def probe_metrics(flops: FlopCounter, A, B, gammas, x, v, u) -> dict[str, torch.Tensor]:
+def probe_metrics(flops: FlopCounter, adapters, gammas, x, v, u) -> dict[str, torch.Tensor]:
     """Return the coordinate metrics (each of shape (C,)) of adapters gamma B A on a probe batch.
 
-    Shapes: A (C, r, d_in), B (C, d_out, r), gammas (C, 1, 1). The probe inputs x are
-    (C, b, d_in), the output gradients v (C, b, d_out), the coherent directions u (C, b, d_in).
+    ``adapters`` holds A (C, r, d_in) and B (C, d_out, r) (see ``stability.adapters``);
+    gammas is (C, 1, 1). The probe inputs x are (C, b, d_in), the output gradients v
+    (C, b, d_out), the coherent directions u (C, b, d_in).
     """
     # gamma scales the (C, b, r) factor, the smallest tensor of each chain.
-    outputs = flops.bmm(flops.bmm(x, A.transpose(1, 2)) * gammas, B.transpose(1, 2))  # (C, b, d_out)
-    grads = flops.bmm(flops.bmm(v, B) * gammas, A)  # (C, b, d_in): gamma A^T B^T v_m
+    outputs = adapters.expand(adapters.project(x) * gammas)  # (C, b, d_out)
+    grads = adapters.pull_back_A(adapters.pull_back_B(v) * gammas)  # (C, b, d_in): gamma A^T B^T v_m
     return _coordinate_values(outputs, grads, u)
 
 
@@ -134,14 +136,13 @@ def _coordinate_values(outputs, grads, u) -> dict[str, torch.Tensor]:
     }
 
 
-def _measure_probes(state: SweepState, A, B, gammas, seed_index, out: dict[str, torch.Tensor], step: int) -> None:
+def _measure_probes(state: SweepState, adapters, gammas, seed_index, out: dict[str, torch.Tensor], step: int) -> None:
     """Write the coordinate metrics of the current adapters into ``out[name][:, step, layer]``."""
     probes = state.probes
-    for layer in range(len(A)):
+    for layer, layer_adapters in enumerate(adapters):
         values = probe_metrics(
             state.flops,
-            A[layer],
-            B[layer],
+            layer_adapters,
             gammas,
             probes.inputs[layer][seed_index],
             probes.output_grads[layer][seed_index],
@@ -159,6 +160,54 @@ def _make_optimizer(config: SweepConfig, parameters: list[torch.Tensor]):
     return None  # sgd and signsgd update in place
 
 
+def _replica_runs(seeds: list[int]) -> int:
+    """Return k when ``seeds`` is U runs of k equal consecutive entries, all runs distinct; else 1."""
+    runs = []
+    for seed in seeds:
+        if runs and runs[-1][0] == seed:
+            runs[-1][1] += 1
+        else:
+            runs.append([seed, 1])
+    lengths = {length for _, length in runs}
+    distinct = len({seed for seed, _ in runs}) == len(runs)
+    return lengths.pop() if len(lengths) == 1 and distinct else 1
+
+
+def _make_adapters(state: SweepState, rank: int, configurations: list[tuple[int, float]]):
+    """Return each layer's adapters for one group, and the torch optimizer if it needs one."""
+    config, flops = state.config, state.flops
+    device, dtype = state.device, state.dtype
+    count, seeds = len(configurations), [seed for seed, _ in configurations]
+
+    if uses_factored_storage(config.adapter_storage, config.optimizer, config.batch, config.steps, rank):
+        shared = _replica_runs(seeds)
+        replicas = seeds[::shared]
+        adapters = [
+            FactoredAdapters(
+                flops,
+                torch.stack([state.adapter_rows[seed][layer][:rank] for seed in replicas]).to(device, dtype),
+                shared,
+                count,
+                config.steps,
+                config.batch,
+                config.width,
+            )
+            for layer in range(config.depth)
+        ]
+        return adapters, None
+
+    adapters = [
+        DenseAdapters(
+            flops,
+            torch.stack([state.adapter_rows[seed][layer][:rank] for seed in seeds]).to(device, dtype),  # (C, r, d)
+            torch.zeros(count, config.width, rank, device=device, dtype=dtype),  # (C, d, r)
+        )
+        for layer in range(config.depth)
+    ]
+    parameters = [layer.A for layer in adapters] + [layer.B for layer in adapters]
+    return adapters, _make_optimizer(config, parameters)
+
+
 def run_group(state: SweepState, rank: int, configurations: list[tuple[int, float]], progress=None) -> GroupResult:
     """Train every configuration of one rank for ``config.steps`` steps in lock-step.
 
@@ -172,12 +221,7 @@ def run_group(state: SweepState, rank: int, configurations: list[tuple[int, floa
     seed_index = torch.tensor([seed for seed, _ in configurations], device=device)
     gammas = torch.tensor([g for _, g in configurations], device=device, dtype=dtype).view(count, 1, 1)
 
-    A = [
-        torch.stack([state.adapter_rows[seed][layer][:rank] for seed, _ in configurations]).to(device, dtype)
-        for layer in range(depth)
-    ]  # each (C, r, d)
-    B = [torch.zeros(count, width, rank, device=device, dtype=dtype) for _ in range(depth)]  # each (C, d, r)
-    optimizer = _make_optimizer(config, A + B)
+    adapters, optimizer = _make_adapters(state, rank, configurations)
 
     coordinate = {
         name: torch.full((count, config.coord_steps + 1, depth), math.nan, device=device, dtype=dtype)
@@ -206,14 +250,14 @@ def run_group(state: SweepState, rank: int, configurations: list[tuple[int, floa
                 base = flops.mm(hidden.reshape(count * batch, width), state.weights[layer].T).view(count, batch, width)
             if measuring:
                 rows = torch.cat([hidden, probes.inputs[layer][seed_index]], dim=1)  # (C, 2b, d)
-                scaled_rows = flops.bmm(rows, A[layer].transpose(1, 2)) * gammas  # (C, 2b, r)
-                expanded = flops.bmm(scaled_rows, B[layer].transpose(1, 2))  # (C, 2b, d)
+                scaled_rows = adapters[layer].project(rows) * gammas  # (C, 2b, r)
+                expanded = adapters[layer].expand(scaled_rows)  # (C, 2b, d)
                 scaled_projection = scaled_rows[:, :batch]
                 z = base + expanded[:, :batch]
                 probe_outputs[layer] = expanded[:, batch:]  # gamma B A x_m
             else:
-                scaled_projection = flops.bmm(hidden, A[layer].transpose(1, 2)) * gammas  # (C, b, r): gamma A h
-                z = flops.baddbmm(base, scaled_projection, B[layer].transpose(1, 2))  # (C, b, d): base + gamma B A h
+                scaled_projection = adapters[layer].project(hidden) * gammas  # (C, b, r): gamma A h
+                z = adapters[layer].expand(scaled_projection, base)  # (C, b, d): base + gamma B A h
             scaled_projections.append(scaled_projection)
             pre_activations.append(z)
             hidden = phi(z) if layer < depth - 1 else z
@@ -226,20 +270,20 @@ def run_group(state: SweepState, rank: int, configurations: list[tuple[int, floa
             hidden, scaled_projection = hiddens[layer], scaled_projections[layer]
             if measuring:
                 columns = torch.cat([grad_z, probes.output_grads[layer][seed_index]], dim=1)  # (C, 2b, d)
-                grad_rows = flops.bmm(columns, B[layer]) * gammas  # (C, 2b, r): dL/d(A h), then gamma B^T v_m
+                grad_rows = adapters[layer].pull_back_B(columns) * gammas  # (C, 2b, r): dL/d(A h), then gamma B^T v_m
                 grad_projection = grad_rows[:, :batch]
             else:
-                grad_projection = flops.bmm(grad_z, B[layer]) * gammas  # (C, b, r): dL/d(A h)
+                grad_projection = adapters[layer].pull_back_B(grad_z) * gammas  # (C, b, r): dL/d(A h)
             if layer > 0:
                 base_grad = flops.mm(grad_z.reshape(count * batch, width), state.weights[layer]).view(count, batch, width)
                 if measuring:
-                    through_A = flops.bmm(grad_rows, A[layer])  # (C, 2b, d)
+                    through_A = adapters[layer].pull_back_A(grad_rows)  # (C, 2b, d)
                     grad_hidden = base_grad + through_A[:, :batch]
                     probe_grads[layer] = through_A[:, batch:]  # gamma A^T B^T v_m
                 else:
-                    grad_hidden = flops.baddbmm(base_grad, grad_projection, A[layer])  # (C, b, d)
+                    grad_hidden = adapters[layer].pull_back_A(grad_projection, base_grad)  # (C, b, d)
             elif measuring:
-                probe_grads[layer] = flops.bmm(grad_rows[:, batch:], A[layer])  # before A's update below
+                probe_grads[layer] = adapters[layer].pull_back_A(grad_rows[:, batch:])  # before A's update below
 
             # ||grad_B||^2 = sum (V V^T) * (gA h)(gA h)^T and ||grad_A||^2 likewise, from b x b Grams.
             grad_gram = flops.bmm(grad_z, grad_z.transpose(1, 2))  # (C, b, b)
@@ -257,7 +301,7 @@ def run_group(state: SweepState, rank: int, configurations: list[tuple[int, floa
                 .sum(dim=(1, 2))
                 .sqrt()
             )
-            _update(config, flops, optimizer, A[layer], B[layer], grad_z, scaled_projection, grad_projection, hidden)
+            _update(config, optimizer, adapters[layer], grad_z, scaled_projection, grad_projection, hidden)
 
             if layer > 0:
                 grad_z = _activation_backward(config.activation, phi_prime, grad_hidden, pre_activations[layer - 1])
@@ -272,7 +316,7 @@ def run_group(state: SweepState, rank: int, configurations: list[tuple[int, floa
             progress.update(1)
 
     if config.coord_steps == config.steps:
-        _measure_probes(state, A, B, gammas, seed_index, coordinate, config.steps)
+        _measure_probes(state, adapters, gammas, seed_index, coordinate, config.steps)
 
     # The first step whose loss is not finite, found once on the device after the steps.
     not_finite = ~torch.isfinite(losses)  # (C, T)
@@ -295,22 +339,19 @@ def _activation_backward(activation: str, phi_prime, grad: torch.Tensor, pre_act
     return grad * phi_prime(pre_activation)
 
 
-def _update(config, flops, optimizer, A, B, grad_z, scaled_projection, grad_projection, hidden) -> None:
-    """Apply one optimizer step to one layer's A (C, r, d) and B (C, d, r).
+def _update(config, optimizer, adapters, grad_z, scaled_projection, grad_projection, hidden) -> None:
+    """Apply one optimizer step to one layer's adapters.
 
     grad_B = V^T (gamma A h) and grad_A = (dL/dAh)^T h, with V = dL/dz.
     """
     if config.optimizer == "sgd":
-        flops.baddbmm_(B, grad_z.transpose(1, 2), scaled_projection, alpha=-config.learning_rate)
-        flops.baddbmm_(A, grad_projection.transpose(1, 2), hidden, alpha=-config.learning_rate)
+        adapters.sgd_step(config.learning_rate, grad_z, scaled_projection, grad_projection, hidden)
         return
-
-    grad_B = flops.bmm(grad_z.transpose(1, 2), scaled_projection)  # (C, d, r)
-    grad_A = flops.bmm(grad_projection.transpose(1, 2), hidden)  # (C, r, d)
+    grad_A, grad_B = adapters.gradients(grad_z, scaled_projection, grad_projection, hidden)
     if config.optimizer == "signsgd":
-        B.add_(grad_B.sign_(), alpha=-config.learning_rate)
-        A.add_(grad_A.sign_(), alpha=-config.learning_rate)
+        adapters.B.add_(grad_B.sign_(), alpha=-config.learning_rate)
+        adapters.A.add_(grad_A.sign_(), alpha=-config.learning_rate)
         return
     # Adam and AdamW are elementwise, so one torch.optim instance over the batched
     # tensors equals one instance per configuration; it steps after all layers.
-    B.grad, A.grad = grad_B, grad_A
+    adapters.B.grad, adapters.A.grad = grad_B, grad_A

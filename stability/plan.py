@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from .config import SweepConfig
+from .adapters import uses_factored_storage
 from .flops import ProductShape
 
 __all__ = [
@@ -101,11 +102,21 @@ def drawing_bytes(config: SweepConfig) -> int:
     return 8 * float64_elements + shared_bytes(config, torch.device("cpu"))
 
 
+def _factored(config: SweepConfig, rank: int) -> bool:
+    return uses_factored_storage(config.adapter_storage, config.optimizer, config.batch, config.steps, rank)
+
+
 def bytes_per_configuration(config: SweepConfig, rank: int) -> int:
-    """Bytes one configuration of ``rank`` needs on the device while it trains."""
+    """Bytes one configuration of ``rank`` needs on the device while it trains.
+
+    For factored adapters this leaves out A_0, which ``group_bytes`` counts once per
+    replica.
+    """
     d, b, depth = config.width, config.batch, config.depth
     parameters = 2 * depth * rank * d
-    if config.optimizer in ("adam", "adamw"):
+    if _factored(config, rank):
+        elements = depth * 2 * b * config.steps * (d + rank)  # the factors X, G (t b, d) and P, Q (t b, r)
+    elif config.optimizer in ("adam", "adamw"):
         elements = parameters * 4  # parameters, gradients, two moment estimates
     elif config.optimizer == "signsgd":
         elements = parameters + 2 * rank * d  # one layer's gradients at a time
@@ -115,11 +126,58 @@ def bytes_per_configuration(config: SweepConfig, rank: int) -> int:
     return elements * _element_size(config)
 
 
+def group_bytes(config: SweepConfig, rank: int, count: int) -> int:
+    """Bytes a group of ``count`` configurations of ``rank`` needs on the device while it trains.
+
+    Factored adapters hold one A_0 per replica when the group is whole replicas (a
+    multiple of the number of scaling rules, as ``make_plan`` chooses), else one per
+    configuration.
+    """
+    total = count * bytes_per_configuration(config, rank)
+    if _factored(config, rank):
+        rules = len(config.scalings)
+        initial_copies = count // rules if count % rules == 0 else count
+        total += initial_copies * config.depth * rank * config.width * _element_size(config)
+    return total
+
+
+def _step_rows(config: SweepConfig, step: int) -> int:
+    """Rows in each adapter product at ``step``: the batch, and the probe batch at a measured step."""
+    return 2 * config.batch if step <= config.coord_steps and step < config.steps else config.batch
+
+
+def _factored_flops(config: SweepConfig, rank: int) -> int:
+    """FLOPs of one configuration's adapter products with factored adapters, over all steps."""
+    d, b, r, depth, steps = config.width, config.batch, rank, config.depth, config.steps
+    total = 0
+    for step in range(steps):
+        filled, rows = b * step, _step_rows(config, step)
+        for layer in range(depth):
+            # Rows through A_0 on the way back: the gradient (and probe) rows above layer 0;
+            # at layer 0 only the probe's rows at a measured step.
+            back_rows = rows if layer > 0 else rows - b
+            total += 2 * (rows + back_rows) * d * r + 4 * b * b * (d + r)  # A_0 products and the Grams
+            if filled:
+                total += (6 * rows + 2 * back_rows) * filled * (d + r)
+    if config.coord_steps == config.steps:  # a last probe measurement after the final step
+        total += depth * (4 * b * d * r + 8 * b * b * steps * (d + r))
+    return total
+
+
+def _dense_flops(config: SweepConfig, rank: int) -> int:
+    """FLOPs of one configuration's adapter products with dense adapters, over all steps."""
+    d, b, r, depth = config.width, config.batch, rank, config.depth
+    per_step = depth * (10 * b * d * r + 4 * b * b * (d + r)) + (depth - 1) * 2 * b * d * r
+    probe_measurements = config.coord_steps + 1
+    return config.steps * per_step + probe_measurements * depth * 8 * b * d * r
+
+
 def count_model_flops(config: SweepConfig) -> int:
-    """Count the FLOPs of every matrix product of the sweep (2 m n k each).
+    """Count the FLOPs of every matrix product the engine runs for the sweep (2 m n k each).
 
     The count does not depend on how configurations are chunked: every product is
-    batched over configurations, so its FLOPs add up the same.
+    batched over configurations, or over replicas for A_0 in factored form, so its
+    FLOPs add up the same.
     """
     d, b, seeds, depth, steps = config.width, config.batch, config.seeds, config.depth, config.steps
     configurations = len(config.scalings) * seeds
@@ -129,14 +187,9 @@ def count_model_flops(config: SweepConfig) -> int:
     total += 2 * seeds * steps * b * d * d  # the first layer's base output, shared by all configurations
 
     for rank in config.ranks:
-        r = rank
-        per_step = 0
-        for layer in range(depth):
-            per_step += 10 * b * d * r + 4 * b * b * (d + r)  # adapter forward, backward, Grams, update
-            if layer > 0:
-                per_step += 4 * b * d * d + 2 * b * d * r  # base forward and backward, gradient through A
-        probe_measurements = config.coord_steps + 1
-        total += configurations * (steps * per_step + probe_measurements * depth * 8 * b * d * r)
+        base = steps * (depth - 1) * 4 * b * d * d  # base forward and backward above the first layer
+        adapters = _factored_flops(config, rank) if _factored(config, rank) else _dense_flops(config, rank)
+        total += configurations * (base + adapters)
     return total
 
 
@@ -173,39 +226,57 @@ def make_plan(config: SweepConfig, device: torch.device) -> Plan:
         )
     chunk_sizes = {}
     for rank in config.ranks:
-        per_configuration = bytes_per_configuration(config, rank)
-        fits = (budget - shared) // per_configuration
+        fits = _largest_group(config, rank, configurations, budget - shared)
         if fits < 1:
-            needed = shared + per_configuration
+            needed = shared + group_bytes(config, rank, 1)
             raise PlanError(
                 f"the sweep needs about {format_bytes(needed)} at rank {rank} (width {config.width}, "
                 f"{config.optimizer}), but the budget is {format_bytes(budget)}; lower the largest rank "
                 f"and --width, use --optimizer sgd, or raise --max-memory if more memory is free"
             )
-        chunk_sizes[rank] = int(min(configurations, fits))
-        peak = max(peak, shared + chunk_sizes[rank] * per_configuration)
+        chunk_sizes[rank] = fits
+        peak = max(peak, shared + group_bytes(config, rank, fits))
 
     return Plan(chunk_sizes, configurations, peak, budget, count_model_flops(config))
+
+
+def _largest_group(config: SweepConfig, rank: int, configurations: int, budget: int) -> int:
+    """Return the most configurations of ``rank`` (at most ``configurations``) that fit in ``budget`` bytes.
+
+    Factored groups prefer whole replicas (multiples of the number of scaling rules),
+    whose configurations share one A_0.
+    """
+    per_configuration = bytes_per_configuration(config, rank)
+    if not _factored(config, rank):
+        return int(min(configurations, max(budget, 0) // per_configuration))
+    rules = len(config.scalings)
+    whole = [count for count in range(rules, configurations + 1, rules) if group_bytes(config, rank, count) <= budget]
+    if whole:
+        return whole[-1]
+    return max((count for count in range(1, rules) if group_bytes(config, rank, count) <= budget), default=0)
 
 
 def measure_matmul_rate(config: SweepConfig, device: torch.device, seconds: float = 0.5) -> float:
     """Time the sweep's two main products on ``device`` and return their FLOP/s.
 
     The products are the adapter's batched (C, b, d) x (C, d, r) at the largest rank
-    and the base layer's (C b, d) x (d, d), with C the configurations of one rank.
+    and the base layer's (C b, d) x (d, d), with C the configurations of one rank. With
+    factored adapters the first is the product with A_0, one per replica over the rows
+    of all its scaling rules: (S, J b, d) x (S, d, r).
     """
     dtype = torch.float64 if config.dtype == "float64" else torch.float32
     count = len(config.scalings) * config.seeds
     rank, width, batch = max(config.ranks), config.width, config.batch
+    adapters, rows = (config.seeds, count * batch // config.seeds) if _factored(config, rank) else (count, batch)
     generator = torch.Generator(device="cpu").manual_seed(0)
-    adapter = torch.randn(count, rank, width, generator=generator, dtype=dtype).to(device)
-    hidden = torch.randn(count, batch, width, generator=generator, dtype=dtype).to(device)
+    adapter = torch.randn(adapters, rank, width, generator=generator, dtype=dtype).to(device)
+    hidden = torch.randn(count * batch, width, generator=generator, dtype=dtype).to(device)
     weight = torch.randn(width, width, generator=generator, dtype=dtype).to(device)
     flops_per_round = 2 * count * batch * width * rank + 2 * count * batch * width * width
 
     def one_round():
-        torch.bmm(hidden, adapter.transpose(1, 2))
-        hidden.reshape(count * batch, width) @ weight.T
+        torch.bmm(hidden.view(adapters, rows, width), adapter.transpose(1, 2))
+        hidden @ weight.T
 
     def synchronise():
         if device.type == "cuda":

@@ -34,6 +34,8 @@ SMALL_RUN = ["--ranks", "1..64", "--width", "64", "--steps", "4", "--seeds", "2"
         (["--width", "0"], "--width is 0"),
         (["--weight-decay", "0.1"], "adamw only"),
         (["--lr", "nan"], "finite"),
+        (["--optimizer", "adam", "--adapter-storage", "factored"], "--optimizer sgd"),
+        (["--adapter-storage", "sparse"], "invalid choice"),
     ],
 )
 def test_bad_input_exits_with_one_line(arguments, fragment, capsys):
@@ -63,7 +65,7 @@ def test_help_lists_every_option():
     )
     for option in ("--ranks", "--scaling", "--alpha", "--optimizer", "--lr", "--steps", "--width", "--depth",
                    "--batch", "--seeds", "--init", "--activation", "--device", "--dtype", "--out",
-                   "--no-figures", "--quiet", "--allow-rank-above-width", "--dry-run", "--check"):
+                   "--no-figures", "--quiet", "--allow-rank-above-width", "--dry-run", "--check", "--adapter-storage"):
         assert option in completed.stdout
     assert "default: 1..4096" in completed.stdout
 
