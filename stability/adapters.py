@@ -31,12 +31,13 @@ ADAPTER_STORAGES = ("auto", "dense", "factored")
 def uses_factored_storage(storage: str, optimizer: str, batch: int, steps: int, rank: int) -> bool:
     """Return True when a group of ``rank`` keeps its adapters factored.
 
-    ``auto`` factors SGD adapters whose factors stay at most twice as wide as the rank
-    (``batch * steps <= 2 * rank``); the factors are then half that wide on average
-    over the steps. On a 2-core CPU at width 4096, batch 8 and 40 steps (factors 320
-    rows wide), a group of 9 configurations took 56 ms per step factored against 63
-    ms dense at rank 128, 60 against 84 at rank 256, and 172 against about 600 at
-    rank 4096; at ranks 1 to 64 the dense form was faster (41-47 against 53-56 ms).
+    ``auto`` factors SGD adapters whose factors end at most twice as wide as the rank
+    (``batch * steps <= 2 * rank``), so that on average over the steps they are no
+    wider than the rank. The threshold comes from timing one group of 9 configurations
+    on a 2-core CPU at width 4096, batch 8 and 40 steps (factors 320 rows wide). Per
+    step, factored against dense, it took 56 against 63 ms at rank 128, 60 against 84
+    ms at rank 256 and 172 against about 600 ms at rank 4096. At ranks 1 to 64 the
+    dense form was faster (41 to 47 against 53 to 56 ms).
     """
     if storage == "factored":
         return True
@@ -86,7 +87,7 @@ class DenseAdapters:
 class FactoredAdapters:
     """One layer's SGD adapters as A = A_0 + P^T X and B = G^T Q (see the module docstring).
 
-    ``initial`` holds A_0 once per replica, (U, r, d). When ``shared`` is k > 1, the C =
+    ``initial`` is A_0, once per replica: (U, r, d). When ``shared`` is k > 1, the C =
     U k configurations come in U runs of k consecutive ones that start from the same
     A_0, and each product with A_0 is one (k n)-row product per replica.
     """
@@ -157,7 +158,10 @@ class FactoredAdapters:
         """Append this step's rank-b updates of A and B to the factors."""
         step = slice(self.filled, self.filled + grad_z.shape[1])
         if step.stop > self.inputs.shape[1]:
-            raise RuntimeError(f"the factors hold {self.inputs.shape[1]} rows; no room for another step")
+            raise RuntimeError(
+                f"the factor buffers are full ({self.inputs.shape[1]} rows), so they cannot take another step; "
+                f"create FactoredAdapters with more steps"
+            )
         self.output_steps[:, step].copy_(grad_z).mul_(-learning_rate)
         self.projections[:, step].copy_(scaled_projection)
         self.input_steps[:, step].copy_(grad_projection).mul_(-learning_rate)

@@ -234,7 +234,13 @@ def summarise(config: SweepConfig, engine_runs: list[dict], baseline: dict | Non
     group_seconds = []
     for index, group in enumerate(engine_runs[0]["group_seconds"]):
         median = statistics.median(run["group_seconds"][index]["seconds"] for run in engine_runs)
-        group_seconds.append({"rank": group["rank"], "configurations": group["configurations"], "seconds": median})
+        group_seconds.append({**group, "seconds": median})
+    # Within one adapter storage the cost is linear in rank; switching forms shifts the line.
+    storages = sorted({group.get("storage", "dense") for group in group_seconds})
+    group_fits = {
+        storage: fit_group_seconds([group for group in group_seconds if group.get("storage", "dense") == storage])
+        for storage in storages
+    }
 
     summary = {
         "model_flops": engine_runs[0]["model_flops"],
@@ -253,6 +259,7 @@ def summarise(config: SweepConfig, engine_runs: list[dict], baseline: dict | Non
         "peak_over_plan": peak["median"] / planned,
         "group_seconds": group_seconds,
         "group_fit": fit_group_seconds(group_seconds),
+        "group_fits_by_storage": group_fits,
         "sum_of_ranks": sum(config.ranks),
     }
     if baseline is not None:
@@ -304,17 +311,25 @@ def format_table(config: SweepConfig, summary: dict, machine: str, device: str) 
                                 f"{_format_bytes(summary['planned_peak_bytes'])} planned "
                                 f"(measured / planned = {summary['peak_over_plan']:.2f})"))
     fit = summary["group_fit"]
-    if fit["slope"] is not None:
-        rows.append(("group cost", f"seconds = {fit['intercept']:.2f} + {1e3 * fit['slope']:.3f} ms x rank "
-                                   f"(R^2 = {fit['r_squared']:.4f}, {fit['points']} groups)"))
+    fits = {"all groups": fit}
+    by_storage = summary.get("group_fits_by_storage", {})
+    if len(by_storage) > 1:
+        fits.update({f"{storage} groups": storage_fit for storage, storage_fit in by_storage.items()})
+    for label, line in fits.items():
+        if line["slope"] is not None:
+            rows.append((f"group cost, {label}" if len(fits) > 1 else "group cost",
+                         f"seconds = {line['intercept']:.2f} + {1e3 * line['slope']:.3f} ms x rank "
+                         f"(R^2 = {line['r_squared']:.4f}, {line['points']} groups)"))
     width = max(len(name) for name, _ in rows)
     lines = [f"{name:<{width}}  {value}" for name, value in rows]
 
     lines.append("")
-    lines.append(f"{'rank':>6}  {'seconds':>8}  {'fit':>8}")
+    lines.append(f"{'rank':>6}  {'seconds':>8}  {'fit':>8}  storage")
     for group in summary["group_seconds"]:
-        predicted = "" if fit["slope"] is None else f"{fit['intercept'] + fit['slope'] * group['rank']:8.2f}"
-        lines.append(f"{group['rank']:>6}  {group['seconds']:8.2f}  {predicted:>8}")
+        storage = group.get("storage", "dense")
+        line = by_storage.get(storage, fit)
+        predicted = "" if line["slope"] is None else f"{line['intercept'] + line['slope'] * group['rank']:8.2f}"
+        lines.append(f"{group['rank']:>6}  {group['seconds']:8.2f}  {predicted:>8}  {storage}")
     return "\n".join(lines)
 
 

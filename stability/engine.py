@@ -4,8 +4,10 @@ Configurations of equal rank (scaling rules x replicas) have equal shapes, so ea
 adapter product is one batched matmul over them, and each frozen base layer is one
 matmul over all their hidden states. The forward and backward passes are written
 out by hand, and the tests check them against autograd and ``torch.optim``. Writing
-them out lets SGD update A and B in place from the batch factors without
-materialising their gradients, and gives gradient norms from b x b Gram matrices.
+them out lets SGD update A and B from the batch factors without materialising their
+gradients, and gives gradient norms from b x b Gram matrices. The adapters are held
+dense or, for SGD at large ranks, as A_0 plus the low-rank sum of the updates so far
+(``stability.adapters``); the steps below call the same four products either way.
 
 Nothing inside a step reads a value back to the host, so on CUDA the steps queue
 without synchronising. Divergence is found on the device after the steps, as the

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .adapters import uses_factored_storage
 from .config import ConfigError, SweepConfig
 from .engine import FlopCounter, GroupResult, SweepState, compute_probes, run_group
 from .metrics import COORDINATE_METRICS
@@ -59,7 +60,7 @@ class SweepResult:
     seconds: float = 0.0
     model_flops: int = 0
     device: str = "cpu"
-    # One entry per group: rank, configurations, seconds (including the copy back to the host).
+    # One entry per group: rank, configurations, seconds (including the copy back to the host), storage.
     group_seconds: list[dict] = field(default_factory=list)
     computed_flops: int = 0  # FLOPs of the work done in this process (less than model_flops after --resume)
     resumed_groups: int = 0  # groups loaded from an earlier run instead of computed
@@ -207,7 +208,12 @@ def run_sweep(
                 if store is not None:
                     store.save_group(rank, start, group, flops, seconds)
                 _log_divergence(config, rank, members, group)
-            result.group_seconds.append({"rank": rank, "configurations": len(members), "seconds": seconds})
+            storage = "factored" if uses_factored_storage(
+                config.adapter_storage, config.optimizer, config.batch, config.steps, rank
+            ) else "dense"
+            result.group_seconds.append(
+                {"rank": rank, "configurations": len(members), "seconds": seconds, "storage": storage}
+            )
             result.model_flops += flops
             result.store(rank_index, members, group)
 

@@ -53,11 +53,11 @@ def test_factored_products_equal_dense(replicas, shared, rows, width, rank, step
                                    rtol=1e-10, atol=1e-10, msg=name)
 
 
-def test_factors_refuse_a_step_beyond_their_room():
+def test_full_factors_reject_step():
     factored = FactoredAdapters(FlopCounter(), torch.zeros(1, 2, 3), 1, 1, steps=1, batch=2, width=3)
     factors = (torch.zeros(1, 2, 3), torch.zeros(1, 2, 2), torch.zeros(1, 2, 2), torch.zeros(1, 2, 3))
     factored.sgd_step(0.1, *factors)
-    with pytest.raises(RuntimeError, match="no room"):
+    with pytest.raises(RuntimeError, match="buffers are full"):
         factored.sgd_step(0.1, *factors)
 
 

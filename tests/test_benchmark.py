@@ -127,7 +127,7 @@ def test_time_products_rejects_unknown_operation():
 def test_cli_writes_json(tmp_path):
     output = tmp_path / "benchmark.json"
     command = [
-        sys.executable, "-m", "stability.benchmark", "--ranks", "1..4", "--width", "16", "--steps", "3",
+        sys.executable, "-m", "stability.benchmark", "--ranks", "1..16", "--width", "16", "--steps", "3",
         "--seeds", "1", "--batch", "4", "--device", "cpu", "--repeats", "1", "--quiet", "--out", str(output),
     ]
     completed = subprocess.run(command, cwd=REPOSITORY, capture_output=True, text=True, timeout=300)
@@ -137,7 +137,11 @@ def test_cli_writes_json(tmp_path):
     summary = record["summary"]
     assert summary["model_flops"] == summary["planned_flops"]
     assert summary["baseline"]["agreement"]["agree"]
-    assert [group["rank"] for group in summary["group_seconds"]] == [1, 2, 4]
+    # batch 4 x 3 steps = 12 factor rows: ranks 8 and 16 are factored, each form gets its own line.
+    assert [group["rank"] for group in summary["group_seconds"]] == [1, 2, 4, 8, 16]
+    assert [group["storage"] for group in summary["group_seconds"]] == ["dense"] * 3 + ["factored"] * 2
+    assert set(summary["group_fits_by_storage"]) == {"dense", "factored"}
+    assert "group cost, factored groups" in completed.stdout
     assert record["config"]["width"] == 16
 
 
@@ -152,9 +156,12 @@ requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs 
 
 
 @requires_cuda
-@pytest.mark.parametrize("optimizer, learning_rate", [("sgd", 0.05), ("adam", 1e-2)])
-def test_engine_on_cuda_agrees_with_baseline(optimizer, learning_rate):
-    config = tiny_config(dtype="float64", device="cuda", optimizer=optimizer, learning_rate=learning_rate)
+@pytest.mark.parametrize(
+    "optimizer, learning_rate, storage", [("sgd", 0.05, "dense"), ("sgd", 0.05, "factored"), ("adam", 1e-2, "auto")]
+)
+def test_engine_on_cuda_agrees_with_baseline(optimizer, learning_rate, storage):
+    config = tiny_config(dtype="float64", device="cuda", optimizer=optimizer, learning_rate=learning_rate,
+                         adapter_storage=storage)
     _, engine_arrays = run_engine(config, trial_seconds=1e-4)
     _, baseline_arrays = run_baseline(config)
     agreement = compare_results(engine_arrays, baseline_arrays, rtol=1e-9)
@@ -178,12 +185,16 @@ class _SyncGuard:
 
 
 @requires_cuda
-@pytest.mark.parametrize("optimizer, learning_rate", [("sgd", 0.05), ("adam", 1e-2), ("signsgd", 1e-2)])
-def test_cuda_steps_do_not_synchronise(optimizer, learning_rate):
+@pytest.mark.parametrize(
+    "optimizer, learning_rate, storage",
+    [("sgd", 0.05, "dense"), ("sgd", 0.05, "factored"), ("adam", 1e-2, "auto"), ("signsgd", 1e-2, "auto")],
+)
+def test_cuda_steps_do_not_synchronise(optimizer, learning_rate, storage):
     from stability.engine import run_group
     from stability.sweep import prepare_state
 
-    config = tiny_config(device="cuda", optimizer=optimizer, learning_rate=learning_rate, steps=6)
+    config = tiny_config(device="cuda", optimizer=optimizer, learning_rate=learning_rate, steps=6,
+                         adapter_storage=storage)
     state = prepare_state(config, torch.device("cuda"))
     configurations = [(seed, rule.gamma(config.alpha, 8)) for seed in range(config.seeds) for rule in config.scalings]
     try:
