@@ -14,7 +14,10 @@ the same for every scaling rule of a replica, so one read of it serves all of th
 For t b well below r this reads far less memory than the dense form, which reads A
 and B three times and writes them once per step. In exact arithmetic both forms give
 the same numbers; in floating point they differ by rounding (the tests compare both
-with the reference implementation).
+with the reference implementation). NOTE: in float32 over hundreds of steps, a ReLU
+input within rounding of zero can fall on different sides in the two forms, so the
+trajectories can separate. docs/benchmarks.md has a measured case; float64 keeps the
+forms together.
 """
 
 from __future__ import annotations
@@ -23,7 +26,14 @@ import torch
 
 from .flops import FlopCounter
 
-__all__ = ["ADAPTER_STORAGES", "DenseAdapters", "FactoredAdapters", "uses_factored_storage"]
+__all__ = [
+    "ADAPTER_STORAGES",
+    "DenseAdapters",
+    "FactoredAdapters",
+    "describe_storage",
+    "storage_by_rank",
+    "uses_factored_storage",
+]
 
 ADAPTER_STORAGES = ("auto", "dense", "factored")
 
@@ -44,6 +54,27 @@ def uses_factored_storage(storage: str, optimizer: str, batch: int, steps: int, 
     if storage == "dense":
         return False
     return optimizer == "sgd" and batch * steps <= 2 * rank
+
+
+def storage_by_rank(config) -> dict[int, str]:
+    """Return "dense" or "factored" for each rank of a SweepConfig's grid."""
+    return {
+        rank: "factored"
+        if uses_factored_storage(config.adapter_storage, config.optimizer, config.batch, config.steps, rank)
+        else "dense"
+        for rank in config.ranks
+    }
+
+
+def describe_storage(config) -> str:
+    """Return e.g. ``auto: dense at ranks 1..128, factored at ranks 256..4096``."""
+    parts = []
+    for storage in ("dense", "factored"):
+        ranks = [rank for rank, chosen in storage_by_rank(config).items() if chosen == storage]
+        if ranks:
+            span = str(ranks[0]) if len(ranks) == 1 else f"{ranks[0]}..{ranks[-1]}"
+            parts.append(f"{storage} at rank{'s' if len(ranks) > 1 else ''} {span}")
+    return f"{config.adapter_storage}: {', '.join(parts)}"
 
 
 class DenseAdapters:

@@ -183,7 +183,7 @@ def _fit_record(config, rule, metric, layer, steps, chosen, asymptotic, estimate
     exact_slope = None
     if exact_curve is not None:
         curve = exact_curve[index, j]
-        if np.all(np.isfinite(curve)) and np.all(curve > 0):
+        if len(chosen) >= 2 and np.all(np.isfinite(curve)) and np.all(curve > 0):
             exact_slope = least_squares_slope(np.log(np.asarray(chosen, float)), np.log(curve))
 
     reference = exact_slope
@@ -193,6 +193,8 @@ def _fit_record(config, rule, metric, layer, steps, chosen, asymptotic, estimate
     if estimate.slope is not None and estimate.slope_ci is None:
         # A single seed gives no interval, and a verdict needs one.
         verdict = "inconclusive"
+    if estimate.slope is None and not excluded:
+        verdict = "inconclusive"  # too few ranks for a slope, and nothing diverged
     theory_verdict = None if reference is None else verdict_for(reference, None, config.stable_tol)
     agrees = None
     if reference is not None and estimate.slope is not None:
@@ -210,6 +212,8 @@ def _fit_record(config, rule, metric, layer, steps, chosen, asymptotic, estimate
         notes.append(f"{len(excluded)} diverged configuration(s) left out")
     if estimate.slope is not None and estimate.slope_ci is None:
         notes.append("one usable seed, so no confidence interval and no verdict; pass --seeds 2 or more")
+    if estimate.slope is None and not excluded:
+        notes.append("fewer than two ranks, so no slope; pass at least two ranks, e.g. --ranks 64,128")
     if estimate.slope is not None and len(estimate.ranks_used) < MIN_FIT_RANKS:
         notes.append(f"only {len(estimate.ranks_used)} usable ranks")
     for note in notes:
@@ -320,7 +324,7 @@ def _conclusion(config, fits: list[FitRecord], stable: list[str]) -> str:
         activation = layer_average.get((rule.name, "activation"))
         gradient = layer_average.get((rule.name, "input_gradient"))
         if activation is None or activation.slope is None:
-            parts.append(f"{rule.name} diverged")
+            parts.append(f"{rule.name} diverged" if activation is None or activation.excluded else f"{rule.name} no slope")
             continue
         part = f"{rule.name} {activation.verdict} ({activation.slope:+.2f})"
         if gradient is not None and gradient.verdict != activation.verdict:
@@ -338,7 +342,9 @@ def _conclusion(config, fits: list[FitRecord], stable: list[str]) -> str:
         fit for fit in layer_average.values()
         if fit.metric in ("activation", "input_gradient") and fit.verdict == "inconclusive"
     ]
-    if unresolved:
+    if len(config.ranks) < 2:
+        line += " One rank gives no slope, so pass at least two ranks, e.g. --ranks 64,128."
+    elif unresolved:
         line += (
             " Some verdicts are inconclusive: the intervals are too wide to decide, so pass more --seeds "
             "or a longer --ranks grid."

@@ -192,7 +192,8 @@ def fit_group_seconds(group_seconds: list[dict]) -> dict:
     full = max(group["configurations"] for group in group_seconds)
     ranks = np.array([g["rank"] for g in group_seconds if g["configurations"] == full], dtype=float)
     seconds = np.array([g["seconds"] for g in group_seconds if g["configurations"] == full], dtype=float)
-    if len(ranks) < 2 or np.ptp(ranks) == 0:
+    # A line through two points fits them exactly, so R^2 means something from three distinct ranks.
+    if len(np.unique(ranks)) < 3:
         return {"intercept": None, "slope": None, "r_squared": None, "points": len(ranks)}
     slope, intercept = np.polyfit(ranks, seconds, 1)
     predicted = intercept + slope * ranks
@@ -275,16 +276,22 @@ def format_table(config: SweepConfig, summary: dict, machine: str, device: str) 
         return f"{value / 1e9:.1f} GFLOP/s"
 
     seconds, efficiency = summary["seconds"], summary["efficiency"]
+    flops_text = f"{summary['model_flops'] / 1e9:.4g} GFLOP run (planner: {summary['planned_flops'] / 1e9:.4g})"
+    if summary.get("dense_flops", summary["model_flops"]) != summary["model_flops"]:
+        flops_text += f"; {summary['dense_flops'] / 1e9:.4g} GFLOP with dense adapters"
+    if len(seconds["values"]) > 1:
+        seconds_text = (f"{seconds['median']:.1f} s (median of {len(seconds['values'])}; "
+                        f"{seconds['min']:.1f} to {seconds['max']:.1f})")
+    else:
+        seconds_text = f"{seconds['median']:.2f} s (1 run)"
     rows = [
         ("grid", f"{len(config.ranks)} ranks {config.ranks[0]}..{config.ranks[-1]} x {len(config.scalings)} "
                  f"scalings x {config.seeds} seeds, width {config.width}, depth {config.depth}, "
                  f"batch {config.batch}, {config.steps} steps, {config.optimizer}"),
         ("machine", machine),
         ("device", f"{device}, {config.dtype}"),
-        ("sweep FLOPs", f"{summary['model_flops'] / 1e9:.4g} GFLOP run (planner: {summary['planned_flops'] / 1e9:.4g}); "
-                        f"{summary['dense_flops'] / 1e9:.4g} GFLOP with dense adapters"),
-        ("sweep seconds", f"{seconds['median']:.1f} s (median of {len(seconds['values'])}; "
-                          f"{seconds['min']:.1f} to {seconds['max']:.1f})"),
+        ("sweep FLOPs", flops_text),
+        ("sweep seconds", seconds_text),
         ("achieved", rate(summary["achieved_flops_per_second"]["median"])),
         ("matmul rate", f"{rate(summary['matmul_rate']['median'])} on the sweep's products timed alone "
                         f"({rate(summary['matmul_rate']['min'])} to {rate(summary['matmul_rate']['max'])}); "
@@ -317,8 +324,9 @@ def format_table(config: SweepConfig, summary: dict, machine: str, device: str) 
         fits.update({f"{storage} groups": storage_fit for storage, storage_fit in by_storage.items()})
     for label, line in fits.items():
         if line["slope"] is not None:
+            sign = "+" if line["slope"] >= 0 else "-"
             rows.append((f"group cost, {label}" if len(fits) > 1 else "group cost",
-                         f"seconds = {line['intercept']:.2f} + {1e3 * line['slope']:.3f} ms x rank "
+                         f"seconds = {line['intercept']:.3f} {sign} {1e3 * abs(line['slope']):.4f} ms x rank "
                          f"(R^2 = {line['r_squared']:.4f}, {line['points']} groups)"))
     width = max(len(name) for name, _ in rows)
     lines = [f"{name:<{width}}  {value}" for name, value in rows]
@@ -328,8 +336,8 @@ def format_table(config: SweepConfig, summary: dict, machine: str, device: str) 
     for group in summary["group_seconds"]:
         storage = group.get("storage", "dense")
         line = by_storage.get(storage, fit)
-        predicted = "" if line["slope"] is None else f"{line['intercept'] + line['slope'] * group['rank']:8.2f}"
-        lines.append(f"{group['rank']:>6}  {group['seconds']:8.2f}  {predicted:>8}  {storage}")
+        predicted = "" if line["slope"] is None else f"{line['intercept'] + line['slope'] * group['rank']:8.3f}"
+        lines.append(f"{group['rank']:>6}  {group['seconds']:8.3f}  {predicted:>8}  {storage}")
     return "\n".join(lines)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+from .adapters import describe_storage, storage_by_rank
 from .analysis import Analysis
 from .environment import environment_info
 from .files import atomic_write_json, atomic_write_text
@@ -132,6 +133,7 @@ def results_json(result: SweepResult, analysis: Analysis) -> dict:
             "rows": [vars(c) for c in analysis.comparisons],
         },
         "divergence": divergence,
+        "adapter_storage": {str(rank): storage for rank, storage in storage_by_rank(config).items()},
         "timing": {
             "seconds": result.seconds,
             "model_flops": result.model_flops,
@@ -144,7 +146,7 @@ def results_json(result: SweepResult, analysis: Analysis) -> dict:
 
 def _slope_text(fit) -> str:
     if fit is None or fit.slope is None:
-        return "diverged"
+        return "diverged" if fit is None or fit.excluded else "no slope"
     if fit.slope_ci is None:
         return _signed(fit.slope)
     return f"{_signed(fit.slope)} [{_signed(fit.slope_ci[0])},{_signed(fit.slope_ci[1])}]"
@@ -255,7 +257,7 @@ def summary_markdown(result: SweepResult, analysis: Analysis, figures: list[str]
         f"Optimizer {config.optimizer} (lr {config.learning_rate:g}), width {config.width}, depth {config.depth}, "
         f"batch {config.batch}, {config.seeds} seeds, {config.steps} steps, init {config.init}, "
         f"activation {config.activation}, alpha {config.alpha:g}, ranks {config.ranks[0]}..{config.ranks[-1]} "
-        f"({len(config.ranks)} ranks).",
+        f"({len(config.ranks)} ranks). Adapter storage {describe_storage(config)}.",
         "",
         "## Slopes (layer average)",
         "",

@@ -8,6 +8,7 @@ writes a run folder (results.json, metrics.csv, summary.md, figures).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from datetime import datetime
@@ -16,9 +17,10 @@ from pathlib import Path
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .cli import EXIT_USAGE, HelpFormatter, OneLineErrorParser, add_sweep_arguments, parse_config
-from .config import ConfigError
+from .adapters import describe_storage
+from .config import ConfigError, SweepConfig
 from .grid import GridError
-from .plan import PlanError, format_bytes, make_plan, measure_matmul_rate
+from .plan import PlanError, count_model_flops, format_bytes, make_plan, measure_matmul_rate
 
 __all__ = ["build_parser", "main", "parse_config"]
 
@@ -129,6 +131,36 @@ def _start_folder(store, config, plan, device) -> None:
         ) from None
 
 
+def _format_flops(flops: float) -> str:
+    for unit, size in (("TFLOP", 1e12), ("GFLOP", 1e9), ("MFLOP", 1e6)):
+        if flops >= size:
+            return f"{flops / size:.3g} {unit}"
+    return f"{flops:.3g} FLOP"
+
+
+def _dry_run_text(config: SweepConfig, plan, device) -> str:
+    """Return the --dry-run report: plan, memory, adapter storage, FLOPs and expected time."""
+    rate = measure_matmul_rate(config, device)
+    seconds = plan.model_flops / rate
+    expected = f"about {seconds:.0f} s" if seconds >= 1 else "under 1 s"
+    lines = [
+        f"plan: {len(config.ranks)} ranks x {len(config.scalings)} scalings x {config.seeds} seeds on {device}, "
+        f"{plan.groups} groups",
+        f"memory: about {format_bytes(plan.peak_bytes)} at peak (budget {format_bytes(plan.budget_bytes)})",
+        f"adapter storage {describe_storage(config)}",
+        f"model FLOPs: {_format_flops(plan.model_flops)}; measured matmul rate {rate / 1e9:.1f} GFLOP/s; "
+        f"expected time {expected}",
+    ]
+    if config.adapter_storage != "auto":
+        automatic = count_model_flops(dataclasses.replace(config, adapter_storage="auto"))
+        if automatic < plan.model_flops:
+            lines.append(
+                f"note: --adapter-storage {config.adapter_storage} runs {plan.model_flops / automatic:.1f} times the "
+                f"FLOPs of --adapter-storage auto ({_format_flops(automatic)}) on this grid"
+            )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -149,14 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         fail(str(error))
 
     if arguments.dry_run:
-        rate = measure_matmul_rate(config, device)
-        print(
-            f"plan: {len(config.ranks)} ranks x {len(config.scalings)} scalings x {config.seeds} seeds on {device}, "
-            f"{plan.groups} groups\n"
-            f"memory: about {format_bytes(plan.peak_bytes)} at peak (budget {format_bytes(plan.budget_bytes)})\n"
-            f"model FLOPs: {plan.model_flops / 1e12:.2f} TFLOP; measured matmul rate {rate / 1e9:.1f} GFLOP/s; "
-            f"expected time about {plan.model_flops / rate:.0f} s"
-        )
+        print(_dry_run_text(config, plan, device))
         return 0
 
     if not arguments.resume:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .adapters import uses_factored_storage
+from .adapters import storage_by_rank
 from .config import ConfigError, SweepConfig
 from .engine import FlopCounter, GroupResult, SweepState, compute_probes, run_group
 from .metrics import COORDINATE_METRICS
@@ -171,6 +171,7 @@ def run_sweep(
     }
 
     groups = list(_groups(config, plan))
+    storages = storage_by_rank(config)
     saved = {}
     if store is not None:
         for _, rank, start, _ in groups:
@@ -208,11 +209,8 @@ def run_sweep(
                 if store is not None:
                     store.save_group(rank, start, group, flops, seconds)
                 _log_divergence(config, rank, members, group)
-            storage = "factored" if uses_factored_storage(
-                config.adapter_storage, config.optimizer, config.batch, config.steps, rank
-            ) else "dense"
             result.group_seconds.append(
-                {"rank": rank, "configurations": len(members), "seconds": seconds, "storage": storage}
+                {"rank": rank, "configurations": len(members), "seconds": seconds, "storage": storages[rank]}
             )
             result.model_flops += flops
             result.store(rank_index, members, group)

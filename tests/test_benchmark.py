@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from stability.benchmark import compare_results, fit_group_seconds
+from stability.benchmark import compare_results, fit_group_seconds, format_table
 from stability.measure import run_baseline, run_engine
 from stability.config import SweepConfig
 from conftest import small_config
@@ -81,9 +81,31 @@ def test_group_fit_recovers_line():
     assert fit["points"] == 5
 
 
-def test_group_fit_needs_two_ranks():
-    fit = fit_group_seconds([{"rank": 8, "configurations": 9, "seconds": 1.0}])
+def test_group_fit_needs_three_ranks():
+    # Two points fit any line exactly, so they give no fit.
+    fit = fit_group_seconds([{"rank": 8, "configurations": 9, "seconds": 1.0},
+                             {"rank": 16, "configurations": 9, "seconds": 2.0}])
     assert fit["slope"] is None
+
+
+def test_table_signs_negative_slope():
+    groups = [{"rank": rank, "configurations": 9, "seconds": 2.0 - 0.001 * rank, "storage": "dense"}
+              for rank in (1, 2, 4, 8)]
+    fit = fit_group_seconds(groups)
+    summary = {
+        "model_flops": 10**9, "planned_flops": 10**9, "dense_flops": 10**9,
+        "seconds": {"median": 1.0, "min": 1.0, "max": 1.0, "values": [1.0]},
+        "achieved_flops_per_second": {"median": 1e9}, "matmul_rate": {"median": 1e9, "min": 1e9, "max": 1e9},
+        "efficiency": {"median": 1.0, "min": 1.0, "max": 1.0}, "gemm_rate": {"median": 1e9},
+        "efficiency_of_gemm_rate": 1.0, "read_bandwidth": {"median": 1e9},
+        "peak_bytes": {"median": 1}, "planned_peak_bytes": 1, "peak_over_plan": 1.0,
+        "group_seconds": groups, "group_fit": fit, "group_fits_by_storage": {"dense": fit},
+    }
+    table = format_table(tiny_config(), summary, "machine", "cpu")
+    assert "seconds = 2.000 - 1.0000 ms x rank" in table
+    assert "+ -" not in table
+    assert "with dense adapters" not in table  # the same FLOPs: not repeated
+    assert "1.00 s (1 run)" in table
 
 
 def test_recorded_products_add_up_to_flop_count():
@@ -127,7 +149,7 @@ def test_time_products_rejects_unknown_operation():
 def test_cli_writes_json(tmp_path):
     output = tmp_path / "benchmark.json"
     command = [
-        sys.executable, "-m", "stability.benchmark", "--ranks", "1..16", "--width", "16", "--steps", "3",
+        sys.executable, "-m", "stability.benchmark", "--ranks", "1..32", "--width", "32", "--steps", "3",
         "--seeds", "1", "--batch", "4", "--device", "cpu", "--repeats", "1", "--quiet", "--out", str(output),
     ]
     completed = subprocess.run(command, cwd=REPOSITORY, capture_output=True, text=True, timeout=300)
@@ -137,12 +159,12 @@ def test_cli_writes_json(tmp_path):
     summary = record["summary"]
     assert summary["model_flops"] == summary["planned_flops"]
     assert summary["baseline"]["agreement"]["agree"]
-    # batch 4 x 3 steps = 12 factor rows: ranks 8 and 16 are factored, each form gets its own line.
-    assert [group["rank"] for group in summary["group_seconds"]] == [1, 2, 4, 8, 16]
-    assert [group["storage"] for group in summary["group_seconds"]] == ["dense"] * 3 + ["factored"] * 2
+    # batch 4 x 3 steps = 12 factor rows: ranks 8 to 32 are factored, each form gets its own line.
+    assert [group["rank"] for group in summary["group_seconds"]] == [1, 2, 4, 8, 16, 32]
+    assert [group["storage"] for group in summary["group_seconds"]] == ["dense"] * 3 + ["factored"] * 3
     assert set(summary["group_fits_by_storage"]) == {"dense", "factored"}
     assert "group cost, factored groups" in completed.stdout
-    assert record["config"]["width"] == 16
+    assert record["config"]["width"] == 32
 
 
 def test_cli_rejects_baseline_rank_outside_grid():

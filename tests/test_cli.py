@@ -74,8 +74,16 @@ def test_dry_run_prints_plan(capsys):
     assert simulate.main(["--dry-run", "--ranks", "1..64", "--width", "64"]) == 0
     output = capsys.readouterr().out
     assert "memory" in output
-    assert "TFLOP" in output
+    assert "997 MFLOP" in output  # the unit follows the size
     assert "expected time" in output
+    # batch 8 x 40 steps = 320 factor rows: auto factors ranks of 160 and more, none of these.
+    assert "adapter storage auto: dense at ranks 1..64" in output
+
+
+def test_dry_run_notes_costly_storage(capsys):
+    arguments = ["--dry-run", "--ranks", "1..64", "--width", "64", "--adapter-storage", "factored"]
+    assert simulate.main(arguments) == 0
+    assert "times the FLOPs of --adapter-storage auto" in capsys.readouterr().out
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +122,16 @@ def test_results_json_schema(small_run):
     assert {"activation", "input_gradient", "input_gradient_rms", "grad_norm_B"} <= metrics
 
 
+def test_run_records_adapter_storage(small_run):
+    # batch 4 x 4 steps = 16 factor rows: auto factors ranks 8 and up.
+    results = json.loads((small_run / "results.json").read_text())
+    expected = {"1": "dense", "2": "dense", "4": "dense", "8": "factored", "16": "factored", "32": "factored",
+                "64": "factored"}
+    assert results["adapter_storage"] == expected
+    summary = (small_run / "summary.md").read_text()
+    assert "Adapter storage auto: dense at ranks 1..4, factored at ranks 8..64." in summary
+
+
 def test_metrics_csv_is_tidy(small_run):
     lines = (small_run / "metrics.csv").read_text().splitlines()
     assert lines[0] == "scaling,scaling_exponent,rank,seed,step,layer,metric,value"
@@ -132,3 +150,19 @@ def test_existing_results_are_not_overwritten(small_run, capsys):
         simulate.main(SMALL_RUN + ["--out", str(small_run)])
     assert exit_info.value.code == 2
     assert "--force" in capsys.readouterr().err
+
+
+def test_single_rank_reports_no_slope(tmp_path, capsys):
+    import warnings
+
+    arguments = ["--ranks", "16", "--width", "16", "--steps", "3", "--seeds", "2", "--batch", "4",
+                 "--no-figures", "--out", str(tmp_path / "run")]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a 0/0 in a fit would raise here
+        assert simulate.main(arguments) == 0
+    output = capsys.readouterr().out
+    assert "no slope" in output
+    assert "diverged" not in output
+    assert "--ranks 64,128" in output
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert {fit["verdict"] for fit in results["fits"]} == {"inconclusive"}
