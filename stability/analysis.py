@@ -333,6 +333,11 @@ def _conclusion(config, fits: list[FitRecord], stable: list[str]) -> str:
         parts.append(part)
     lo, hi = min(config.ranks), max(config.ranks)
     steps = ",".join(str(s) for s in config.fit_steps)
+    if len(config.ranks) < 2:
+        return (
+            f"Under {config.optimizer}, the grid has one rank ({lo}), so no slope or verdict was measured; "
+            f"pass at least two ranks, e.g. --ranks 64,128."
+        )
     if stable:
         head = f"Under {config.optimizer}, only {', '.join(stable)} kept the adapter output and input gradient level"
     else:
@@ -342,9 +347,7 @@ def _conclusion(config, fits: list[FitRecord], stable: list[str]) -> str:
         fit for fit in layer_average.values()
         if fit.metric in ("activation", "input_gradient") and fit.verdict == "inconclusive"
     ]
-    if len(config.ranks) < 2:
-        line += " One rank gives no slope, so pass at least two ranks, e.g. --ranks 64,128."
-    elif unresolved:
+    if unresolved:
         line += (
             " Some verdicts are inconclusive: the intervals are too wide to decide, so pass more --seeds "
             "or a longer --ranks grid."

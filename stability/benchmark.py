@@ -275,6 +275,12 @@ def format_table(config: SweepConfig, summary: dict, machine: str, device: str) 
     def rate(value: float) -> str:
         return f"{value / 1e9:.1f} GFLOP/s"
 
+    def spread(values: dict, text) -> str:
+        """Return " (min to max)" over several runs, and nothing for one run."""
+        if len(values.get("values", [])) < 2:
+            return ""
+        return f" ({text(values['min'])} to {text(values['max'])})"
+
     seconds, efficiency = summary["seconds"], summary["efficiency"]
     flops_text = f"{summary['model_flops'] / 1e9:.4g} GFLOP run (planner: {summary['planned_flops'] / 1e9:.4g})"
     if summary.get("dense_flops", summary["model_flops"]) != summary["model_flops"]:
@@ -293,13 +299,13 @@ def format_table(config: SweepConfig, summary: dict, machine: str, device: str) 
         ("sweep FLOPs", flops_text),
         ("sweep seconds", seconds_text),
         ("achieved", rate(summary["achieved_flops_per_second"]["median"])),
-        ("matmul rate", f"{rate(summary['matmul_rate']['median'])} on the sweep's products timed alone "
-                        f"({rate(summary['matmul_rate']['min'])} to {rate(summary['matmul_rate']['max'])}); "
+        ("matmul rate", f"{rate(summary['matmul_rate']['median'])} on the sweep's products timed alone"
+                        f"{spread(summary['matmul_rate'], rate)}; "
                         f"{rate(summary['gemm_rate']['median'])} on a (1024 x {config.width}) @ "
                         f"({config.width} x {config.width}) GEMM"),
-        ("efficiency", f"{100 * efficiency['median']:.0f}% of the matmul rate ({100 * efficiency['min']:.0f}% "
-                       f"to {100 * efficiency['max']:.0f}%); {100 * summary['efficiency_of_gemm_rate']:.0f}% "
-                       f"of the GEMM rate"),
+        ("efficiency", f"{100 * efficiency['median']:.0f}% of the matmul rate"
+                       f"{spread(efficiency, lambda value: f'{100 * value:.0f}%')}; "
+                       f"{100 * summary['efficiency_of_gemm_rate']:.0f}% of the GEMM rate"),
     ]
     rows.append(("memory read", f"{summary['read_bandwidth']['median'] / 1e9:.1f} GB/s summing one layer's A "
                                 f"of the largest group"))

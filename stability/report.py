@@ -213,7 +213,7 @@ def format_table(result: SweepResult, analysis: Analysis) -> str:
             f"{', '.join(early_exact)}: the grid ends before this metric's crossover rank, so the slope is compared "
             "with the exact finite-rank prediction over the fitted ranks (marked exact)"
         )
-    if early_bare:
+    if early_bare and len(config.ranks) >= 2:  # with one rank there is no slope to explain
         if config.optimizer == "sgd":
             reason = "the exact finite-rank theory describes step 1 only, and the fit uses later steps"
         else:
@@ -257,7 +257,7 @@ def summary_markdown(result: SweepResult, analysis: Analysis, figures: list[str]
         f"Optimizer {config.optimizer} (lr {config.learning_rate:g}), width {config.width}, depth {config.depth}, "
         f"batch {config.batch}, {config.seeds} seeds, {config.steps} steps, init {config.init}, "
         f"activation {config.activation}, alpha {config.alpha:g}, ranks {config.ranks[0]}..{config.ranks[-1]} "
-        f"({len(config.ranks)} ranks). Adapter storage {describe_storage(config)}.",
+        f"({len(config.ranks)} rank{'s' if len(config.ranks) != 1 else ''}). Adapter storage {describe_storage(config)}.",
         "",
         "## Slopes (layer average)",
         "",

@@ -96,7 +96,7 @@ def test_table_signs_negative_slope():
         "model_flops": 10**9, "planned_flops": 10**9, "dense_flops": 10**9,
         "seconds": {"median": 1.0, "min": 1.0, "max": 1.0, "values": [1.0]},
         "achieved_flops_per_second": {"median": 1e9}, "matmul_rate": {"median": 1e9, "min": 1e9, "max": 1e9},
-        "efficiency": {"median": 1.0, "min": 1.0, "max": 1.0}, "gemm_rate": {"median": 1e9},
+        "efficiency": {"median": 1.0, "min": 1.0, "max": 1.0, "values": [1.0]}, "gemm_rate": {"median": 1e9},
         "efficiency_of_gemm_rate": 1.0, "read_bandwidth": {"median": 1e9},
         "peak_bytes": {"median": 1}, "planned_peak_bytes": 1, "peak_over_plan": 1.0,
         "group_seconds": groups, "group_fit": fit, "group_fits_by_storage": {"dense": fit},
@@ -106,6 +106,7 @@ def test_table_signs_negative_slope():
     assert "+ -" not in table
     assert "with dense adapters" not in table  # the same FLOPs: not repeated
     assert "1.00 s (1 run)" in table
+    assert "100% to 100%" not in table  # one run has no range
 
 
 def test_recorded_products_add_up_to_flop_count():

@@ -164,5 +164,6 @@ def test_single_rank_reports_no_slope(tmp_path, capsys):
     assert "no slope" in output
     assert "diverged" not in output
     assert "--ranks 64,128" in output
+    assert "later steps" not in output  # the fit uses step 1, so that reason would be wrong
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert {fit["verdict"] for fit in results["fits"]} == {"inconclusive"}
