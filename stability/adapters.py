@@ -47,7 +47,7 @@ def uses_factored_storage(storage: str, optimizer: str, batch: int, steps: int, 
     on a 2-core CPU at width 4096, batch 8 and 40 steps (factors 320 rows wide). Per
     step, factored against dense, it took 56 against 63 ms at rank 128, 60 against 84
     ms at rank 256 and 172 against about 600 ms at rank 4096. At ranks 1 to 64 the
-    dense form was faster (41 to 47 against 53 to 56 ms).
+    dense form was faster (41 to 47 against 53 to 57 ms).
     """
     if storage == "factored":
         return True
