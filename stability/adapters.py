@@ -31,6 +31,7 @@ __all__ = [
     "DenseAdapters",
     "FactoredAdapters",
     "describe_storage",
+    "is_factored",
     "storage_by_rank",
     "uses_factored_storage",
 ]
@@ -56,14 +57,14 @@ def uses_factored_storage(storage: str, optimizer: str, batch: int, steps: int, 
     return optimizer == "sgd" and batch * steps <= 2 * rank
 
 
+def is_factored(config, rank: int) -> bool:
+    """Return True when a SweepConfig's group of ``rank`` keeps its adapters factored."""
+    return uses_factored_storage(config.adapter_storage, config.optimizer, config.batch, config.steps, rank)
+
+
 def storage_by_rank(config) -> dict[int, str]:
     """Return "dense" or "factored" for each rank of a SweepConfig's grid."""
-    return {
-        rank: "factored"
-        if uses_factored_storage(config.adapter_storage, config.optimizer, config.batch, config.steps, rank)
-        else "dense"
-        for rank in config.ranks
-    }
+    return {rank: "factored" if is_factored(config, rank) else "dense" for rank in config.ranks}
 
 
 def describe_storage(config) -> str:
@@ -190,8 +191,7 @@ class FactoredAdapters:
         step = slice(self.filled, self.filled + grad_z.shape[1])
         if step.stop > self.inputs.shape[1]:
             raise RuntimeError(
-                f"the factor buffers are full ({self.inputs.shape[1]} rows), so they cannot take another step; "
-                f"create FactoredAdapters with more steps"
+                f"the factor buffers are full ({self.inputs.shape[1]} rows): create FactoredAdapters with more steps"
             )
         self.output_steps[:, step].copy_(grad_z).mul_(-learning_rate)
         self.projections[:, step].copy_(scaled_projection)

@@ -193,8 +193,9 @@ def _fit_record(config, rule, metric, layer, steps, chosen, asymptotic, estimate
     if estimate.slope is not None and estimate.slope_ci is None:
         # A single seed gives no interval, and a verdict needs one.
         verdict = "inconclusive"
-    if estimate.slope is None and not excluded:
-        verdict = "inconclusive"  # too few ranks for a slope, and nothing diverged
+    no_slope = estimate.slope is None and not excluded  # too few ranks for a slope, and nothing diverged
+    if no_slope:
+        verdict = "inconclusive"
     theory_verdict = None if reference is None else verdict_for(reference, None, config.stable_tol)
     agrees = None
     if reference is not None and estimate.slope is not None:
@@ -212,7 +213,7 @@ def _fit_record(config, rule, metric, layer, steps, chosen, asymptotic, estimate
         notes.append(f"{len(excluded)} diverged configuration(s) left out")
     if estimate.slope is not None and estimate.slope_ci is None:
         notes.append("one usable seed, so no confidence interval and no verdict; pass --seeds 2 or more")
-    if estimate.slope is None and not excluded:
+    if no_slope:
         notes.append("fewer than two ranks, so no slope; pass at least two ranks, e.g. --ranks 64,128")
     if estimate.slope is not None and len(estimate.ranks_used) < MIN_FIT_RANKS:
         notes.append(f"only {len(estimate.ranks_used)} usable ranks")

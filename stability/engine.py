@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .adapters import DenseAdapters, FactoredAdapters, uses_factored_storage
+from .adapters import DenseAdapters, FactoredAdapters, is_factored
 from .config import SweepConfig
 from .flops import FlopCounter
 from .metrics import COORDINATE_METRICS
@@ -181,7 +181,7 @@ def _make_adapters(state: SweepState, rank: int, configurations: list[tuple[int,
     device, dtype = state.device, state.dtype
     count, seeds = len(configurations), [seed for seed, _ in configurations]
 
-    if uses_factored_storage(config.adapter_storage, config.optimizer, config.batch, config.steps, rank):
+    if is_factored(config, rank):
         shared = _replica_runs(seeds)
         replicas = seeds[::shared]
         adapters = [

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from .config import SweepConfig
-from .adapters import uses_factored_storage
+from .adapters import is_factored
 from .flops import ProductShape
 
 __all__ = [
@@ -102,10 +102,6 @@ def drawing_bytes(config: SweepConfig) -> int:
     return 8 * float64_elements + shared_bytes(config, torch.device("cpu"))
 
 
-def _factored(config: SweepConfig, rank: int) -> bool:
-    return uses_factored_storage(config.adapter_storage, config.optimizer, config.batch, config.steps, rank)
-
-
 def bytes_per_configuration(config: SweepConfig, rank: int) -> int:
     """Bytes one configuration of ``rank`` needs on the device while it trains.
 
@@ -114,7 +110,7 @@ def bytes_per_configuration(config: SweepConfig, rank: int) -> int:
     """
     d, b, depth = config.width, config.batch, config.depth
     parameters = 2 * depth * rank * d
-    if _factored(config, rank):
+    if is_factored(config, rank):
         elements = depth * 2 * b * config.steps * (d + rank)  # the factors X, G (t b, d) and P, Q (t b, r)
     elif config.optimizer in ("adam", "adamw"):
         elements = parameters * 4  # parameters, gradients, two moment estimates
@@ -134,7 +130,7 @@ def group_bytes(config: SweepConfig, rank: int, count: int) -> int:
     configuration.
     """
     total = count * bytes_per_configuration(config, rank)
-    if _factored(config, rank):
+    if is_factored(config, rank):
         rules = len(config.scalings)
         initial_copies = count // rules if count % rules == 0 else count
         total += initial_copies * config.depth * rank * config.width * _element_size(config)
@@ -188,7 +184,7 @@ def count_model_flops(config: SweepConfig) -> int:
 
     for rank in config.ranks:
         base = steps * (depth - 1) * 4 * b * d * d  # base forward and backward above the first layer
-        adapters = _factored_flops(config, rank) if _factored(config, rank) else _dense_flops(config, rank)
+        adapters = _factored_flops(config, rank) if is_factored(config, rank) else _dense_flops(config, rank)
         total += configurations * (base + adapters)
     return total
 
@@ -247,7 +243,7 @@ def _largest_group(config: SweepConfig, rank: int, configurations: int, budget: 
     whose configurations share one A_0.
     """
     per_configuration = bytes_per_configuration(config, rank)
-    if not _factored(config, rank):
+    if not is_factored(config, rank):
         return int(min(configurations, max(budget, 0) // per_configuration))
     rules = len(config.scalings)
     whole = [count for count in range(rules, configurations + 1, rules) if group_bytes(config, rank, count) <= budget]
@@ -267,7 +263,7 @@ def measure_matmul_rate(config: SweepConfig, device: torch.device, seconds: floa
     dtype = torch.float64 if config.dtype == "float64" else torch.float32
     count = len(config.scalings) * config.seeds
     rank, width, batch = max(config.ranks), config.width, config.batch
-    adapters, rows = (config.seeds, count * batch // config.seeds) if _factored(config, rank) else (count, batch)
+    adapters, rows = (config.seeds, count * batch // config.seeds) if is_factored(config, rank) else (count, batch)
     generator = torch.Generator(device="cpu").manual_seed(0)
     adapter = torch.randn(adapters, rank, width, generator=generator, dtype=dtype).to(device)
     hidden = torch.randn(count * batch, width, generator=generator, dtype=dtype).to(device)

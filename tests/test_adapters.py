@@ -116,3 +116,23 @@ def test_storage_forms_agree_over_long_float64_run():
         dense, factored = getattr(results["dense"], name), getattr(results["factored"], name)
         assert np.isfinite(dense).all()
         np.testing.assert_allclose(factored, dense, rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize(
+    "seeds, expected",
+    [([0, 0, 0, 1, 1, 1], 3), ([5, 5], 2), ([0, 0, 0, 1], 1), ([0, 1, 0, 1], 1), ([0, 0, 1, 1, 0, 0], 1)],
+)
+def test_replica_runs_share_only_whole_runs(seeds, expected):
+    from stability.engine import _replica_runs
+
+    assert _replica_runs(seeds) == expected
+
+
+def test_warm_up_config_keeps_optimizer_and_storage():
+    from stability.measure import warm_up_config
+
+    config = small_config(adapter_storage="factored", dtype="float32")
+    tiny = warm_up_config(config)
+    assert (tiny.optimizer, tiny.adapter_storage, tiny.dtype, tiny.device) == ("sgd", "factored", "float32", "cpu")
+    assert tiny.ranks == [1, 2]
+    assert tiny.steps == 2
